@@ -1,0 +1,58 @@
+//! Domain events. Every state change writes one to the outbox in the same transaction
+//! (invariant 5); the relay publishes them in commit order; consumers dedupe by `id`.
+
+use crate::{EventId, TenantId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    OrderCreated,
+    OrderUpdated,
+    OrderStatusChanged,
+    OrderCancelled,
+    OrderDispatchStalled,
+    OfferSent,
+    OfferDeclined,
+    OfferExpired,
+    OrderAssigned,
+    DriverStatusChanged,
+}
+
+impl EventKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::OrderCreated => "order_created",
+            EventKind::OrderUpdated => "order_updated",
+            EventKind::OrderStatusChanged => "order_status_changed",
+            EventKind::OrderCancelled => "order_cancelled",
+            EventKind::OrderDispatchStalled => "order_dispatch_stalled",
+            EventKind::OfferSent => "offer_sent",
+            EventKind::OfferDeclined => "offer_declined",
+            EventKind::OfferExpired => "offer_expired",
+            EventKind::OrderAssigned => "order_assigned",
+            EventKind::DriverStatusChanged => "driver_status_changed",
+        }
+    }
+
+    /// The bus subject suffix (`lastmile.events.<kind>`).
+    pub fn subject(&self) -> String {
+        format!("lastmile.events.{}", self.as_str())
+    }
+}
+
+/// One event as it crosses the bus: a serialized message with an id, so any transport
+/// (in-process or NATS JetStream) carries it unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    /// Position in the outbox: strictly increasing in commit order.
+    pub seq: i64,
+    pub tenant_id: TenantId,
+    pub kind: EventKind,
+    /// The id of the thing the event is about (an order id, a driver id).
+    pub subject_id: String,
+    pub data: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
