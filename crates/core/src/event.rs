@@ -18,9 +18,31 @@ pub enum EventKind {
     OfferExpired,
     OrderAssigned,
     DriverStatusChanged,
+    /// A message was appended to a driver's inbox (data: driver_id, seq).
+    InboxAppended,
+    SyncDeadLettered,
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 12] = [
+        EventKind::OrderCreated,
+        EventKind::OrderUpdated,
+        EventKind::OrderStatusChanged,
+        EventKind::OrderCancelled,
+        EventKind::OrderDispatchStalled,
+        EventKind::OfferSent,
+        EventKind::OfferDeclined,
+        EventKind::OfferExpired,
+        EventKind::OrderAssigned,
+        EventKind::DriverStatusChanged,
+        EventKind::InboxAppended,
+        EventKind::SyncDeadLettered,
+    ];
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             EventKind::OrderCreated => "order_created",
@@ -33,6 +55,8 @@ impl EventKind {
             EventKind::OfferExpired => "offer_expired",
             EventKind::OrderAssigned => "order_assigned",
             EventKind::DriverStatusChanged => "driver_status_changed",
+            EventKind::InboxAppended => "inbox_appended",
+            EventKind::SyncDeadLettered => "sync_dead_lettered",
         }
     }
 

@@ -1,1 +1,236 @@
-//! placeholder
+//! Lastmile's storage: every durable fact (tenants, credentials, stores, drivers, orders,
+//! the outbox, offers, assignments, driver inboxes, sync jobs, dead letters) lives here,
+//! on SQLite (WAL, `synchronous=FULL`) or PostgreSQL, through sqlx.
+//!
+//! Owns: the schema and migrations (one directory per dialect), every SQL statement, the
+//! group-commit writer, and tenant scoping (every query that reads tenant data takes the
+//! tenant id). Must not: speak HTTP, know about platforms' wire formats, or hold a write
+//! transaction open across a network call.
+//!
+//! Both backends share one set of queries over `sqlx::Any`: columns use the portable
+//! subset (TEXT, BIGINT, DOUBLE PRECISION, bytes), times are unix milliseconds and JSON is
+//! TEXT. Where the dialects differ (`FOR UPDATE SKIP LOCKED`, advisory locks, migrations)
+//! the code branches on [`Dialect`].
+
+mod dispatch;
+mod drivers;
+mod intake;
+mod orders;
+mod outbox;
+mod stores;
+mod sync;
+mod tenants;
+mod time;
+mod writer;
+pub mod testing;
+
+pub use dispatch::*;
+pub use drivers::*;
+pub use intake::*;
+pub use orders::*;
+pub use outbox::*;
+pub use stores::*;
+pub use sync::*;
+pub use tenants::*;
+pub use time::{from_ms, now_ms, to_ms};
+pub use writer::WriteConn;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule refused the write; carries the constraint or index name.
+    #[error("conflict on {0}")]
+    Conflict(String),
+    /// The order is not in a state that allows this change.
+    #[error("order is {from}, cannot become {to}")]
+    InvalidTransition { from: String, to: String },
+    /// The driver already holds as many active assignments as their capacity allows.
+    #[error("driver at capacity")]
+    AtCapacity,
+    /// The offer is no longer pending (expired, declined, cancelled or already accepted).
+    #[error("offer is {0}")]
+    OfferClosed(String),
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    #[error("the storage writer has stopped")]
+    WriterStopped,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl StorageError {
+    /// Map a unique-violation into `Conflict(constraint)`; other errors pass through.
+    fn from_db(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                let name = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
+                return StorageError::Conflict(name);
+            }
+            if db.is_check_violation() {
+                return StorageError::AtCapacity;
+            }
+        }
+        StorageError::Db(e)
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+fn corrupt(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(e.to_string())
+}
+
+/// Handle to the database: a read pool plus the group-commit writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+    writer: writer::Writer,
+    /// Woken after every commit that wrote outbox rows, so the relay need not poll fast.
+    outbox_notify: Arc<Notify>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    /// Most write jobs committed by one fsync.
+    pub max_batch: usize,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self { max_connections: 8, max_batch: 128 }
+    }
+}
+
+impl Db {
+    /// Connect, creating a SQLite file if needed. Does not migrate; call [`Db::migrate`].
+    pub async fn connect(url: &str, opts: DbOptions) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            return Err(StorageError::Corrupt(format!("unsupported database url scheme in {}", redact_url(url))));
+        };
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let outbox_notify = Arc::new(Notify::new());
+        let writer = writer::Writer::spawn(pool.clone(), dialect, opts.max_batch, outbox_notify.clone());
+        Ok(Self { pool, dialect, writer, outbox_notify })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        let res = match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await,
+        };
+        res.map_err(|e| StorageError::Corrupt(format!("migration failed: {e}")))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Readiness: one round trip.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn outbox_notify(&self) -> Arc<Notify> {
+        self.outbox_notify.clone()
+    }
+
+    /// Run `job` inside the next group commit. The result is returned only after the
+    /// batch's transaction has committed (so an ack sent on it is durable, invariant 1).
+    pub async fn write<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteConn) -> futures::future::BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.writer.submit(job).await
+    }
+
+    /// Stop accepting writes and wait for the writer to finish what it holds.
+    pub async fn close(&self) {
+        self.writer.shutdown().await;
+        self.pool.close().await;
+    }
+}
+
+/// Hide a password in a database URL for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:[redacted]{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    use sqlx::Row;
+    row.try_get(col).map_err(|e| StorageError::Corrupt(format!("{col}: {e}")))
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T> {
+    let text: String = get(row, col)?;
+    serde_json::from_str(&text).map_err(|e| StorageError::Corrupt(format!("{col}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:[redacted]@h/db");
+        assert_eq!(super::redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,213 @@
+//! Stores: where orders come from and where pickups happen. Secrets arrive here already
+//! encrypted (the server owns the key); storage only keeps the bytes.
+
+use crate::{get, now_ms, Db, Result, StorageError};
+use lastmile_core::{Platform, StoreId, TenantId};
+use sqlx::any::AnyRow;
+
+#[derive(Debug, Clone)]
+pub struct StoreRecord {
+    pub id: StoreId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub platform: Platform,
+    pub platform_store_id: String,
+    pub webhook_secret_enc: Vec<u8>,
+    pub api_base_url: Option<String>,
+    pub api_credentials_enc: Option<Vec<u8>>,
+    pub pickup_lat: f64,
+    pub pickup_lng: f64,
+    pub pickup_address: String,
+    pub tier: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StorePatch {
+    pub name: Option<String>,
+    pub platform_store_id: Option<String>,
+    pub webhook_secret_enc: Option<Vec<u8>>,
+    pub api_base_url: Option<String>,
+    pub api_credentials_enc: Option<Vec<u8>>,
+    pub pickup: Option<(f64, f64, String)>,
+    pub tier: Option<String>,
+}
+
+const COLS: &str = "id, tenant_id, name, platform, platform_store_id, webhook_secret_enc, api_base_url, \
+    api_credentials_enc, pickup_lat, pickup_lng, pickup_address, tier, created_at, updated_at";
+
+fn store_from_row(row: &AnyRow) -> Result<StoreRecord> {
+    let platform: String = get(row, "platform")?;
+    Ok(StoreRecord {
+        id: StoreId(get(row, "id")?),
+        tenant_id: TenantId(get(row, "tenant_id")?),
+        name: get(row, "name")?,
+        platform: platform.parse().map_err(crate::corrupt)?,
+        platform_store_id: get(row, "platform_store_id")?,
+        webhook_secret_enc: get(row, "webhook_secret_enc")?,
+        api_base_url: get(row, "api_base_url")?,
+        api_credentials_enc: get(row, "api_credentials_enc")?,
+        pickup_lat: get(row, "pickup_lat")?,
+        pickup_lng: get(row, "pickup_lng")?,
+        pickup_address: get(row, "pickup_address")?,
+        tier: get(row, "tier")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+impl Db {
+    #[tracing::instrument(skip_all, fields(tenant = %store.tenant_id))]
+    pub async fn create_store(&self, store: StoreRecord) -> Result<StoreRecord> {
+        let s = store.clone();
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(&format!(
+                    "INSERT INTO stores ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                ))
+                .bind(s.id.as_str())
+                .bind(s.tenant_id.as_str())
+                .bind(&s.name)
+                .bind(s.platform.as_str())
+                .bind(&s.platform_store_id)
+                .bind(&s.webhook_secret_enc)
+                .bind(&s.api_base_url)
+                .bind(&s.api_credentials_enc)
+                .bind(s.pickup_lat)
+                .bind(s.pickup_lng)
+                .bind(&s.pickup_address)
+                .bind(&s.tier)
+                .bind(s.created_at)
+                .bind(s.updated_at)
+                .execute(&mut *c)
+                .await
+                .map_err(StorageError::from_db)?;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(store)
+    }
+
+    pub async fn get_store(&self, tenant: &TenantId, id: &StoreId) -> Result<StoreRecord> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"))
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        store_from_row(&row)
+    }
+
+    /// A store by id alone, for webhook deliveries: the store's own signature secret is
+    /// what authenticates them, so the tenant comes from the store.
+    pub async fn get_store_for_webhook(&self, id: &StoreId) -> Result<StoreRecord> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM stores WHERE id = $1 AND deleted_at IS NULL"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        store_from_row(&row)
+    }
+
+    /// Stores (of any tenant) registered under a platform identity; the caller tries each
+    /// one's secret, so two tenants may register the same shop.
+    pub async fn find_stores_by_identity(&self, platform: Platform, identity: &str) -> Result<Vec<StoreRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM stores WHERE platform = $1 AND platform_store_id = $2 AND deleted_at IS NULL ORDER BY id"
+        ))
+        .bind(platform.as_str())
+        .bind(identity)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(store_from_row).collect()
+    }
+
+    pub async fn list_stores(&self, tenant: &TenantId) -> Result<Vec<StoreRecord>> {
+        let rows = sqlx::query(&format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id"))
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(store_from_row).collect()
+    }
+
+    pub async fn patch_store(&self, tenant: &TenantId, id: &StoreId, patch: StorePatch) -> Result<StoreRecord> {
+        let mut s = self.get_store(tenant, id).await?;
+        if let Some(v) = patch.name {
+            s.name = v;
+        }
+        if let Some(v) = patch.platform_store_id {
+            s.platform_store_id = v;
+        }
+        if let Some(v) = patch.webhook_secret_enc {
+            s.webhook_secret_enc = v;
+        }
+        if let Some(v) = patch.api_base_url {
+            s.api_base_url = Some(v);
+        }
+        if let Some(v) = patch.api_credentials_enc {
+            s.api_credentials_enc = Some(v);
+        }
+        if let Some((lat, lng, address)) = patch.pickup {
+            (s.pickup_lat, s.pickup_lng, s.pickup_address) = (lat, lng, address);
+        }
+        if let Some(v) = patch.tier {
+            s.tier = v;
+        }
+        s.updated_at = now_ms();
+        let u = s.clone();
+        self.write(move |c| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE stores SET name = $1, platform_store_id = $2, webhook_secret_enc = $3, api_base_url = $4, \
+                     api_credentials_enc = $5, pickup_lat = $6, pickup_lng = $7, pickup_address = $8, tier = $9, \
+                     updated_at = $10 WHERE tenant_id = $11 AND id = $12 AND deleted_at IS NULL",
+                )
+                .bind(&u.name)
+                .bind(&u.platform_store_id)
+                .bind(&u.webhook_secret_enc)
+                .bind(&u.api_base_url)
+                .bind(&u.api_credentials_enc)
+                .bind(u.pickup_lat)
+                .bind(u.pickup_lng)
+                .bind(&u.pickup_address)
+                .bind(&u.tier)
+                .bind(u.updated_at)
+                .bind(u.tenant_id.as_str())
+                .bind(u.id.as_str())
+                .execute(&mut *c)
+                .await
+                .map_err(StorageError::from_db)?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(s)
+    }
+
+    /// Soft delete: orders keep pointing at the store.
+    pub async fn delete_store(&self, tenant: &TenantId, id: &StoreId) -> Result<()> {
+        let (t, i) = (tenant.clone(), id.clone());
+        self.write(move |c| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE stores SET deleted_at = $1 WHERE tenant_id = $2 AND id = $3 AND deleted_at IS NULL",
+                )
+                .bind(now_ms())
+                .bind(t.as_str())
+                .bind(i.as_str())
+                .execute(&mut *c)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,234 @@
+//! Sync-back jobs: one row per (order, action), created in the same transaction as the
+//! status change it reports, claimed with a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`),
+//! retried on a schedule, and dead-lettered with full context when exhausted.
+
+use crate::intake::{insert_dead_letter_in, RawDelivery};
+use crate::{get, now_ms, outbox::insert_event, Db, Dialect, Result, StorageError, WriteConn};
+use lastmile_core::{DeadLetterId, EventKind, Order, OrderId, Platform, StoreId, SyncJobId, TenantId};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncJob {
+    pub id: SyncJobId,
+    pub tenant_id: TenantId,
+    pub store_id: StoreId,
+    pub platform: Platform,
+    pub order_id: OrderId,
+    pub platform_order_id: String,
+    pub action: String,
+    pub idempotency_key: String,
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncBacklog {
+    pub store_id: String,
+    pub platform: String,
+    pub pending: i64,
+    pub oldest_pending_at: Option<i64>,
+    pub dead: i64,
+}
+
+pub(crate) async fn enqueue_sync_in(c: &mut WriteConn, order: &Order, action: &str) -> Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO sync_jobs (id, tenant_id, store_id, platform, order_id, platform_order_id, action, idempotency_key, \
+         state, next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $9) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(SyncJobId::generate().as_str())
+    .bind(order.tenant_id.as_str())
+    .bind(order.store_id.as_str())
+    .bind(order.platform.as_str())
+    .bind(order.id.as_str())
+    .bind(&order.platform_order_id)
+    .bind(action)
+    .bind(format!("{}:{action}", order.id))
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+fn job_from_row(r: &sqlx::any::AnyRow) -> Result<SyncJob> {
+    let platform: String = get(r, "platform")?;
+    Ok(SyncJob {
+        id: SyncJobId(get(r, "id")?),
+        tenant_id: TenantId(get(r, "tenant_id")?),
+        store_id: StoreId(get(r, "store_id")?),
+        platform: platform.parse().map_err(crate::corrupt)?,
+        order_id: OrderId(get(r, "order_id")?),
+        platform_order_id: get(r, "platform_order_id")?,
+        action: get(r, "action")?,
+        idempotency_key: get(r, "idempotency_key")?,
+        attempts: get(r, "attempts")?,
+        created_at: get(r, "created_at")?,
+    })
+}
+
+const JOB_COLS: &str = "id, tenant_id, store_id, platform, order_id, platform_order_id, action, idempotency_key, attempts, created_at";
+
+impl Db {
+    /// Lease up to `limit` due jobs for `lease_ms`. A job whose worker died is claimable
+    /// again once its lease runs out.
+    pub async fn claim_sync_jobs(&self, now: i64, limit: i64, lease_ms: i64) -> Result<Vec<SyncJob>> {
+        let dialect = self.dialect;
+        self.write(move |c| {
+            Box::pin(async move {
+                let lock = if dialect == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+                let sql = format!(
+                    "UPDATE sync_jobs SET state = 'running', locked_until = $1, updated_at = $2 WHERE id IN (\
+                     SELECT id FROM sync_jobs WHERE state IN ('pending', 'running') AND next_attempt_at <= $2 \
+                     AND (locked_until IS NULL OR locked_until < $2) ORDER BY next_attempt_at LIMIT $3{lock}) RETURNING {JOB_COLS}"
+                );
+                let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *c).await?;
+                rows.iter().map(job_from_row).collect()
+            })
+        })
+        .await
+    }
+
+    pub async fn complete_sync_job(&self, id: &SyncJobId, status: Option<u16>, summary: &str) -> Result<()> {
+        let (i, s) = (id.clone(), summary.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let now = now_ms();
+                sqlx::query("UPDATE sync_jobs SET state = 'done', attempts = attempts + 1, last_status = $1, last_body = $2, \
+                             completed_at = $3, updated_at = $3, locked_until = NULL WHERE id = $4")
+                    .bind(status.map(i64::from))
+                    .bind(&s)
+                    .bind(now)
+                    .bind(i.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Put a job back for a later attempt. `count_attempt` is false when the circuit
+    /// breaker deferred it without calling the platform.
+    pub async fn retry_sync_job(
+        &self,
+        id: &SyncJobId,
+        next_at: i64,
+        count_attempt: bool,
+        error: &str,
+        status: Option<u16>,
+        body: Option<String>,
+    ) -> Result<()> {
+        let (i, e) = (id.clone(), error.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("UPDATE sync_jobs SET state = 'pending', attempts = attempts + $1, next_attempt_at = $2, \
+                             locked_until = NULL, last_error = $3, last_status = COALESCE($4, last_status), \
+                             last_body = COALESCE($5, last_body), updated_at = $6 WHERE id = $7")
+                    .bind(if count_attempt { 1i64 } else { 0 })
+                    .bind(next_at)
+                    .bind(&e)
+                    .bind(status.map(i64::from))
+                    .bind(body)
+                    .bind(now_ms())
+                    .bind(i.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Retries exhausted or the platform refused for good: keep everything as a dead letter.
+    pub async fn dead_letter_sync_job(&self, job: &SyncJob, request: serde_json::Value, error: &str, status: Option<u16>, body: Option<String>) -> Result<DeadLetterId> {
+        let (j, e) = (job.clone(), error.to_owned());
+        let id = DeadLetterId::generate();
+        let dl = id.clone();
+        self.write(move |c| {
+            Box::pin(async move {
+                let now = now_ms();
+                sqlx::query("UPDATE sync_jobs SET state = 'dead', attempts = attempts + 1, last_error = $1, last_status = $2, \
+                             last_body = $3, locked_until = NULL, updated_at = $4 WHERE id = $5")
+                    .bind(&e)
+                    .bind(status.map(i64::from))
+                    .bind(body.clone())
+                    .bind(now)
+                    .bind(j.id.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                let context = serde_json::json!({
+                    "job_id": j.id, "order_id": j.order_id, "platform_order_id": j.platform_order_id, "action": j.action,
+                    "request": request, "last_status": status, "last_response": body, "attempts": j.attempts + 1,
+                });
+                let raw = RawDelivery { headers_json: "{}".into(), body: Vec::new() };
+                insert_dead_letter_in(c, &dl, &j.tenant_id, "sync", j.platform.as_str(), j.store_id.as_str(), &raw, &e, &context, j.attempts + 1).await?;
+                insert_event(c, &j.tenant_id, EventKind::SyncDeadLettered, j.order_id.as_str(), serde_json::json!({"job_id": j.id, "dead_letter_id": dl})).await
+            })
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Replay a sync dead letter: its job becomes pending again with a fresh schedule.
+    /// Idempotent: replaying a job that is pending, running or done changes nothing.
+    pub async fn requeue_sync_job(&self, tenant: &TenantId, job_id: &SyncJobId) -> Result<bool> {
+        let (t, j) = (tenant.clone(), job_id.clone());
+        self.write(move |c| {
+            Box::pin(async move {
+                let now = now_ms();
+                let done = sqlx::query("UPDATE sync_jobs SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1 \
+                                        WHERE tenant_id = $2 AND id = $3 AND state = 'dead'")
+                    .bind(now)
+                    .bind(t.as_str())
+                    .bind(j.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    pub async fn sync_job_state(&self, tenant: &TenantId, job_id: &SyncJobId) -> Result<String> {
+        let row = sqlx::query("SELECT state FROM sync_jobs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(job_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        get(&row, "state")
+    }
+
+    pub async fn sync_jobs_for_order(&self, tenant: &TenantId, order: &OrderId) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT action, state, attempts FROM sync_jobs WHERE tenant_id = $1 AND order_id = $2 ORDER BY created_at")
+            .bind(tenant.as_str())
+            .bind(order.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((get(r, "action")?, get(r, "state")?, get(r, "attempts")?))).collect()
+    }
+
+    pub async fn sync_backlog(&self, tenant: &TenantId) -> Result<Vec<SyncBacklog>> {
+        let rows = sqlx::query(
+            "SELECT store_id, platform, \
+             SUM(CASE WHEN state IN ('pending', 'running') THEN 1 ELSE 0 END) AS pending, \
+             MIN(CASE WHEN state IN ('pending', 'running') THEN created_at END) AS oldest, \
+             SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) AS dead \
+             FROM sync_jobs WHERE tenant_id = $1 GROUP BY store_id, platform ORDER BY store_id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SyncBacklog {
+                    store_id: get(r, "store_id")?,
+                    platform: get(r, "platform")?,
+                    pending: get::<Option<i64>>(r, "pending")?.unwrap_or(0),
+                    oldest_pending_at: get(r, "oldest")?,
+                    dead: get::<Option<i64>>(r, "dead")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}
