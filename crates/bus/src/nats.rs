@@ -51,7 +51,11 @@ impl NatsBus {
                             .and_then(|h| h.get("Nats-Msg-Id"))
                             .map(|v| v.to_string())
                             .unwrap_or_default();
-                        let _ = tx.send(BusMessage { id, subject: m.subject.to_string(), payload: m.payload.to_vec().into() });
+                        let _ = tx.send(BusMessage {
+                            id,
+                            subject: m.subject.to_string(),
+                            payload: m.payload.to_vec().into(),
+                        });
                     }
                     Err(e) => tracing::warn!(error = %e, "JetStream consumer error"),
                 }

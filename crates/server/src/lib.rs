@@ -1,1 +1,149 @@
-//! placeholder
+//! The Lastmile server: the HTTP/WebSocket edge and the wiring of every part into one
+//! process — routes, authentication, rate limits, metrics, OpenAPI, the outbox relay, the
+//! dispatcher loop, the realtime hub, GPS intake and the sync-back worker.
+//!
+//! Owns: request handling, background workers and their shutdown. Must not: contain SQL
+//! (storage does), platform wire formats (ingest and connectors do) or matching logic
+//! (dispatch does); handlers parse, call those crates, and answer.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod dispatcher;
+pub mod error;
+pub mod gps;
+pub mod http;
+pub mod limits;
+pub mod openapi;
+pub mod realtime;
+pub mod relay;
+pub mod routes;
+pub mod state;
+pub mod sync_worker;
+pub mod telemetry;
+
+use anyhow::Context;
+use config::Config;
+use lastmile_bus::{EventBus, InProcessBus};
+use lastmile_storage::{Db, DbOptions};
+use state::AppState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Connect and migrate the configured database, creating a SQLite file if needed.
+pub async fn open_database(cfg: &Config) -> anyhow::Result<Db> {
+    if let Some(path) = config::sqlite_path(&cfg.database_url) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    let db = Db::connect(&cfg.database_url, DbOptions::default())
+        .await
+        .with_context(|| format!("connecting to {}", lastmile_storage::redact_url(&cfg.database_url)))?;
+    db.migrate().await.context("running migrations")?;
+    Ok(db)
+}
+
+pub fn load_keys(cfg: &Config) -> anyhow::Result<crypto::Keys> {
+    let master = crypto::load_or_create_key(cfg.secret_key.as_ref().map(|s| s.expose()), &cfg.key_file())?;
+    Ok(crypto::Keys::new(master))
+}
+
+/// A bound, ready server: `addr` is known (port 0 works) before `run` is called.
+pub struct App {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    listener: TcpListener,
+}
+
+pub async fn build(cfg: Config) -> anyhow::Result<App> {
+    let db = open_database(&cfg).await?;
+    let keys = load_keys(&cfg)?;
+    let bus: Arc<dyn EventBus> = if cfg.bus.starts_with("nats://") {
+        Arc::new(lastmile_bus::nats::NatsBus::connect(&cfg.bus).await.context("connecting to NATS JetStream")?)
+    } else {
+        Arc::new(InProcessBus::default())
+    };
+    let listener = TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let limits = limits::Limits::new(
+        cfg.rate_limit_per_second,
+        cfg.rate_limit_burst,
+        cfg.store_intake_per_second,
+        cfg.store_intake_concurrency,
+    );
+    let connectors = sync_worker::connector_hub(&cfg);
+    let hub = realtime::Hub::new();
+    let fleet = dispatcher::LiveFleet::new(&cfg);
+    let state = AppState {
+        db,
+        cfg: Arc::new(cfg),
+        keys: Arc::new(keys),
+        bus,
+        hub,
+        fleet,
+        limits: Arc::new(limits),
+        connectors,
+        metrics: telemetry::metrics_handle(),
+    };
+    Ok(App { addr, state, listener })
+}
+
+impl App {
+    /// Serve until `shutdown` fires; background workers stop with it and finish in-flight work.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App { addr, state, listener } = self;
+        tracing::info!(%addr, bus = state.bus.name(), db = if state.db.is_postgres() { "postgres" } else { "sqlite" }, "lastmile listening");
+        state.fleet.load(&state.db).await.context("loading drivers into the live index")?;
+        let mut workers = tokio::task::JoinSet::new();
+        workers.spawn(relay::run(state.db.clone(), state.bus.clone(), shutdown.clone()));
+        workers.spawn(realtime::run_bus_listener(state.clone(), shutdown.clone()));
+        workers.spawn(gps::run_flusher(state.clone(), shutdown.clone()));
+        if state.cfg.dispatch.enabled {
+            workers.spawn(dispatcher::run(state.clone(), shutdown.clone()));
+        }
+        if state.cfg.sync.enabled {
+            workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));
+        }
+        workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
+        let app = http::router(state.clone());
+        let graceful = shutdown.clone();
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { graceful.cancelled().await })
+            .await;
+        shutdown.cancel();
+        while let Some(done) = workers.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "worker ended abnormally");
+            }
+        }
+        state.db.close().await;
+        tracing::info!("lastmile stopped");
+        served.context("serving HTTP")
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,1 +1,2 @@
-//! placeholder
+//! Simulator and load generator for Lastmile: a client of the public HTTP/WebSocket API only.
+pub mod cli;

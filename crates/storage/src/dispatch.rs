@@ -48,24 +48,34 @@ pub async fn push_inbox_in(
     kind: &str,
     data: serde_json::Value,
 ) -> Result<i64> {
-    let row = sqlx::query("UPDATE drivers SET inbox_seq = inbox_seq + 1 WHERE tenant_id = $1 AND id = $2 RETURNING inbox_seq")
-        .bind(tenant.as_str())
-        .bind(driver.as_str())
-        .fetch_optional(&mut *c)
-        .await?
-        .ok_or(StorageError::NotFound)?;
+    let row = sqlx::query(
+        "UPDATE drivers SET inbox_seq = inbox_seq + 1 WHERE tenant_id = $1 AND id = $2 RETURNING inbox_seq",
+    )
+    .bind(tenant.as_str())
+    .bind(driver.as_str())
+    .fetch_optional(&mut *c)
+    .await?
+    .ok_or(StorageError::NotFound)?;
     let seq: i64 = get(&row, "inbox_seq")?;
-    sqlx::query("INSERT INTO driver_inbox (driver_id, seq, tenant_id, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(driver.as_str())
-        .bind(seq)
-        .bind(tenant.as_str())
-        .bind(kind)
-        .bind(data.to_string())
-        .bind(now_ms())
-        .execute(&mut *c)
-        .await?;
-    insert_event(c, tenant, EventKind::InboxAppended, driver.as_str(), serde_json::json!({"driver_id": driver, "seq": seq}))
-        .await?;
+    sqlx::query(
+        "INSERT INTO driver_inbox (driver_id, seq, tenant_id, kind, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(driver.as_str())
+    .bind(seq)
+    .bind(tenant.as_str())
+    .bind(kind)
+    .bind(data.to_string())
+    .bind(now_ms())
+    .execute(&mut *c)
+    .await?;
+    insert_event(
+        c,
+        tenant,
+        EventKind::InboxAppended,
+        driver.as_str(),
+        serde_json::json!({"driver_id": driver, "seq": seq}),
+    )
+    .await?;
     Ok(seq)
 }
 
@@ -118,10 +128,12 @@ pub(crate) async fn release_order_in(c: &mut WriteConn, order: &Order, inbox_kin
 /// After a decline or expiry: count the attempt and flag the order if it keeps failing.
 async fn back_to_matching_in(c: &mut WriteConn, order: &Order, policy: StallPolicy, why: &str) -> Result<()> {
     set_status_in(c, order, OrderStatus::Received, Some(why), None).await?;
-    let row = sqlx::query("UPDATE orders SET dispatch_attempts = dispatch_attempts + 1 WHERE id = $1 RETURNING dispatch_attempts")
-        .bind(order.id.as_str())
-        .fetch_one(&mut *c)
-        .await?;
+    let row = sqlx::query(
+        "UPDATE orders SET dispatch_attempts = dispatch_attempts + 1 WHERE id = $1 RETURNING dispatch_attempts",
+    )
+    .bind(order.id.as_str())
+    .fetch_one(&mut *c)
+    .await?;
     let attempts: i64 = get(&row, "dispatch_attempts")?;
     if attempts >= policy.max_attempts {
         stall_in(c, order, &format!("{attempts} offers declined or expired")).await?;
@@ -137,20 +149,33 @@ async fn stall_in(c: &mut WriteConn, order: &Order, why: &str) -> Result<()> {
         .execute(&mut *c)
         .await?;
     if done.rows_affected() > 0 {
-        insert_event(c, &order.tenant_id, EventKind::OrderDispatchStalled, order.id.as_str(), serde_json::json!({"order_id": order.id, "reason": why}))
-            .await?;
+        insert_event(
+            c,
+            &order.tenant_id,
+            EventKind::OrderDispatchStalled,
+            order.id.as_str(),
+            serde_json::json!({"order_id": order.id, "reason": why}),
+        )
+        .await?;
     }
     Ok(())
 }
 
-async fn load_offer_in(c: &mut WriteConn, tenant: &TenantId, driver: &DriverId, offer: &OfferId) -> Result<(OrderId, String, i64)> {
-    let row = sqlx::query("SELECT order_id, state, expires_at FROM offers WHERE tenant_id = $1 AND driver_id = $2 AND id = $3")
-        .bind(tenant.as_str())
-        .bind(driver.as_str())
-        .bind(offer.as_str())
-        .fetch_optional(&mut *c)
-        .await?
-        .ok_or(StorageError::NotFound)?;
+async fn load_offer_in(
+    c: &mut WriteConn,
+    tenant: &TenantId,
+    driver: &DriverId,
+    offer: &OfferId,
+) -> Result<(OrderId, String, i64)> {
+    let row = sqlx::query(
+        "SELECT order_id, state, expires_at FROM offers WHERE tenant_id = $1 AND driver_id = $2 AND id = $3",
+    )
+    .bind(tenant.as_str())
+    .bind(driver.as_str())
+    .bind(offer.as_str())
+    .fetch_optional(&mut *c)
+    .await?
+    .ok_or(StorageError::NotFound)?;
     Ok((OrderId(get(&row, "order_id")?), get(&row, "state")?, get(&row, "expires_at")?))
 }
 
@@ -176,10 +201,11 @@ impl Db {
             });
         }
         for cand in &mut out {
-            let rows = sqlx::query("SELECT driver_id FROM offers WHERE order_id = $1 AND state IN ('declined', 'expired')")
-                .bind(cand.order.id.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+            let rows =
+                sqlx::query("SELECT driver_id FROM offers WHERE order_id = $1 AND state IN ('declined', 'expired')")
+                    .bind(cand.order.id.as_str())
+                    .fetch_all(&self.pool)
+                    .await?;
             cand.excluded = rows.iter().map(|r| get(r, "driver_id").map(DriverId)).collect::<Result<_>>()?;
         }
         Ok(out)
@@ -187,7 +213,13 @@ impl Db {
 
     /// Offer an order to a driver: the order moves to `dispatching` and the offer lands in
     /// the driver's inbox, atomically. Fails if the order moved on meanwhile.
-    pub async fn create_offer(&self, tenant: &TenantId, order: &OrderId, driver: &DriverId, ttl_ms: i64) -> Result<(OfferId, i64)> {
+    pub async fn create_offer(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        driver: &DriverId,
+        ttl_ms: i64,
+    ) -> Result<(OfferId, i64)> {
         let (t, o, d) = (tenant.clone(), order.clone(), driver.clone());
         self.write(move |c| {
             Box::pin(async move {
@@ -275,7 +307,14 @@ impl Db {
         .await
     }
 
-    pub async fn decline_offer(&self, tenant: &TenantId, driver: &DriverId, offer: &OfferId, reason: &str, policy: StallPolicy) -> Result<()> {
+    pub async fn decline_offer(
+        &self,
+        tenant: &TenantId,
+        driver: &DriverId,
+        offer: &OfferId,
+        reason: &str,
+        policy: StallPolicy,
+    ) -> Result<()> {
         let (t, d, f, r) = (tenant.clone(), driver.clone(), offer.clone(), reason.to_owned());
         self.write(move |c| {
             Box::pin(async move {
@@ -289,7 +328,14 @@ impl Db {
                     .bind(f.as_str())
                     .execute(&mut *c)
                     .await?;
-                insert_event(c, &t, EventKind::OfferDeclined, order_id.as_str(), serde_json::json!({"order_id": order_id, "offer_id": f, "driver_id": d, "reason": r})).await?;
+                insert_event(
+                    c,
+                    &t,
+                    EventKind::OfferDeclined,
+                    order_id.as_str(),
+                    serde_json::json!({"order_id": order_id, "offer_id": f, "driver_id": d, "reason": r}),
+                )
+                .await?;
                 let order = load_order_in(c, &t, &order_id).await?;
                 back_to_matching_in(c, &order, policy, &format!("declined: {r}")).await
             })
@@ -384,7 +430,14 @@ impl Db {
                 }
                 set_status_in(c, &order, to, reason.as_deref(), Some(&d)).await?;
                 if !detail.is_null() {
-                    insert_event(c, &t, EventKind::OrderUpdated, o.as_str(), serde_json::json!({"order_id": o, "step": to, "detail": detail})).await?;
+                    insert_event(
+                        c,
+                        &t,
+                        EventKind::OrderUpdated,
+                        o.as_str(),
+                        serde_json::json!({"order_id": o, "step": to, "detail": detail}),
+                    )
+                    .await?;
                 }
                 if order.platform != Platform::Native {
                     let action = match to {
@@ -400,7 +453,13 @@ impl Db {
         .await
     }
 
-    pub async fn inbox_after(&self, tenant: &TenantId, driver: &DriverId, after: i64, limit: i64) -> Result<Vec<InboxMessage>> {
+    pub async fn inbox_after(
+        &self,
+        tenant: &TenantId,
+        driver: &DriverId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<InboxMessage>> {
         let rows = sqlx::query("SELECT seq, kind, data FROM driver_inbox WHERE tenant_id = $1 AND driver_id = $2 AND seq > $3 ORDER BY seq LIMIT $4")
             .bind(tenant.as_str())
             .bind(driver.as_str())
@@ -411,13 +470,23 @@ impl Db {
         rows.iter()
             .map(|r| {
                 let data: String = get(r, "data")?;
-                Ok(InboxMessage { seq: get(r, "seq")?, kind: get(r, "kind")?, data: serde_json::from_str(&data).map_err(crate::corrupt)? })
+                Ok(InboxMessage {
+                    seq: get(r, "seq")?,
+                    kind: get(r, "kind")?,
+                    data: serde_json::from_str(&data).map_err(crate::corrupt)?,
+                })
             })
             .collect()
     }
 
     /// Append an arbitrary message to a driver's inbox (ops notices, tests).
-    pub async fn push_inbox(&self, tenant: &TenantId, driver: &DriverId, kind: &str, data: serde_json::Value) -> Result<i64> {
+    pub async fn push_inbox(
+        &self,
+        tenant: &TenantId,
+        driver: &DriverId,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<i64> {
         let (t, d, k) = (tenant.clone(), driver.clone(), kind.to_owned());
         self.write(move |c| Box::pin(async move { push_inbox_in(c, &t, &d, &k, data).await })).await
     }
@@ -448,5 +517,78 @@ impl Db {
             .fetch_one(&self.pool)
             .await?;
         get(&row, "n")
+    }
+}
+
+/// A driver's active order, for ETA refreshes.
+#[derive(Debug, Clone)]
+pub struct ActiveDelivery {
+    pub tenant_id: TenantId,
+    pub driver_id: DriverId,
+    pub order_id: OrderId,
+    pub status: OrderStatus,
+    pub pickup_lat: f64,
+    pub pickup_lng: f64,
+    pub dropoff_lat: Option<f64>,
+    pub dropoff_lng: Option<f64>,
+    pub ready_at: i64,
+}
+
+impl Db {
+    /// Drivers that cannot take a new offer now: a pending offer, or at capacity.
+    pub async fn busy_drivers(&self) -> Result<Vec<DriverId>> {
+        let rows = sqlx::query(
+            "SELECT driver_id AS id FROM offers WHERE state = 'pending' \
+             UNION SELECT id FROM drivers WHERE active_count >= capacity",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| get(r, "id").map(DriverId)).collect()
+    }
+
+    pub async fn active_deliveries(&self) -> Result<Vec<ActiveDelivery>> {
+        let rows = sqlx::query(
+            "SELECT o.tenant_id, a.driver_id, o.id, o.status, s.pickup_lat, s.pickup_lng, o.dropoff_lat, o.dropoff_lng, o.ready_at \
+             FROM assignments a JOIN orders o ON o.id = a.order_id JOIN stores s ON s.id = o.store_id WHERE a.active = 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = get(r, "status")?;
+                Ok(ActiveDelivery {
+                    tenant_id: TenantId(get(r, "tenant_id")?),
+                    driver_id: DriverId(get(r, "driver_id")?),
+                    order_id: OrderId(get(r, "id")?),
+                    status: status.parse().map_err(crate::corrupt)?,
+                    pickup_lat: get(r, "pickup_lat")?,
+                    pickup_lng: get(r, "pickup_lng")?,
+                    dropoff_lat: get(r, "dropoff_lat")?,
+                    dropoff_lng: get(r, "dropoff_lng")?,
+                    ready_at: get(r, "ready_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Several ETAs in one group commit.
+    pub async fn set_order_etas(&self, etas: Vec<(TenantId, OrderId, i64)>) -> Result<()> {
+        if etas.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| {
+            Box::pin(async move {
+                for (t, o, eta) in &etas {
+                    sqlx::query("UPDATE orders SET eta_at = $1 WHERE tenant_id = $2 AND id = $3")
+                        .bind(*eta)
+                        .bind(t.as_str())
+                        .bind(o.as_str())
+                        .execute(&mut *c)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 }

@@ -101,28 +101,29 @@ impl Db {
     }
 
     pub async fn list_drivers(&self, tenant: &TenantId) -> Result<Vec<DriverRecord>> {
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM drivers WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY id"))
-            .bind(tenant.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {COLS} FROM drivers WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY id"))
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(driver_from_row).collect()
     }
 
     /// Every unrevoked driver of every tenant: the dispatcher rebuilds its index from these.
     pub async fn all_drivers(&self) -> Result<Vec<DriverRecord>> {
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM drivers WHERE revoked_at IS NULL"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {COLS} FROM drivers WHERE revoked_at IS NULL")).fetch_all(&self.pool).await?;
         rows.iter().map(driver_from_row).collect()
     }
 
     pub async fn get_driver(&self, tenant: &TenantId, id: &DriverId) -> Result<DriverRecord> {
-        let row = sqlx::query(&format!("SELECT {COLS} FROM drivers WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL"))
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StorageError::NotFound)?;
+        let row =
+            sqlx::query(&format!("SELECT {COLS} FROM drivers WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL"))
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StorageError::NotFound)?;
         driver_from_row(&row)
     }
 
@@ -200,16 +201,40 @@ impl Db {
 }
 
 pub(crate) async fn set_driver_status_in(c: &mut WriteConn, t: &TenantId, i: &DriverId, s: &str) -> Result<()> {
-    let done = sqlx::query("UPDATE drivers SET status = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL")
-        .bind(s)
-        .bind(now_ms())
-        .bind(t.as_str())
-        .bind(i.as_str())
-        .execute(&mut *c)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE drivers SET status = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL",
+    )
+    .bind(s)
+    .bind(now_ms())
+    .bind(t.as_str())
+    .bind(i.as_str())
+    .execute(&mut *c)
+    .await?;
     if done.rows_affected() == 0 {
         return Err(StorageError::NotFound);
     }
     insert_event(c, t, EventKind::DriverStatusChanged, i.as_str(), serde_json::json!({"driver_id": i, "status": s}))
         .await
+}
+
+impl Db {
+    /// Revoke a driver's device token (the driver disappears from dispatch).
+    pub async fn revoke_driver(&self, tenant: &TenantId, id: &DriverId) -> Result<()> {
+        let (t, i) = (tenant.clone(), id.clone());
+        self.write(move |c| {
+            Box::pin(async move {
+                let done = sqlx::query("UPDATE drivers SET revoked_at = $1, status = 'offline' WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
+                    .bind(now_ms())
+                    .bind(t.as_str())
+                    .bind(i.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
 }

@@ -65,7 +65,10 @@ pub enum IdempotencyBegin {
     InFlight,
     /// Same key, different request body.
     Mismatch,
-    Completed { status: u16, body: String },
+    Completed {
+        status: u16,
+        body: String,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -229,8 +232,14 @@ async fn update_order_in(c: &mut WriteConn, existing: &Order, n: &NormalizedOrde
     .bind(existing.id.as_str())
     .execute(&mut *c)
     .await?;
-    insert_event(c, &existing.tenant_id, EventKind::OrderUpdated, existing.id.as_str(), serde_json::json!({"order_id": existing.id}))
-        .await?;
+    insert_event(
+        c,
+        &existing.tenant_id,
+        EventKind::OrderUpdated,
+        existing.id.as_str(),
+        serde_json::json!({"order_id": existing.id}),
+    )
+    .await?;
     if let Some(driver) = &existing.driver_id {
         crate::dispatch::push_inbox_in(
             c,
@@ -267,7 +276,12 @@ fn hex_encode(b: &[u8]) -> String {
 impl Db {
     /// Create or update a platform order from a verified delivery, exactly once.
     #[tracing::instrument(skip_all, fields(store = %src.store_id, platform_order_id = %n.platform_order_id))]
-    pub async fn intake_platform_order(&self, src: IntakeSource, n: NormalizedOrder, raw: RawDelivery) -> Result<IntakeOutcome> {
+    pub async fn intake_platform_order(
+        &self,
+        src: IntakeSource,
+        n: NormalizedOrder,
+        raw: RawDelivery,
+    ) -> Result<IntakeOutcome> {
         self.write(move |c| {
             Box::pin(async move {
                 let existing = find_in(c, &src, &n.platform_order_id).await?;
@@ -290,7 +304,9 @@ impl Db {
                         let result = match (incoming, stored) {
                             (Some(i), Some(s)) if i < s => IntakeResult::Stale,
                             // Same version, but a cancellation topic: still apply it.
-                            (Some(i), Some(s)) if i == s && n.state == PlatformState::Cancelled && !o.status.is_terminal() => {
+                            (Some(i), Some(s))
+                                if i == s && n.state == PlatformState::Cancelled && !o.status.is_terminal() =>
+                            {
                                 IntakeResult::Updated
                             }
                             (Some(i), Some(s)) if i == s => IntakeResult::Duplicate,
@@ -311,7 +327,12 @@ impl Db {
     }
 
     /// The platform deleted or archived the order: cancel it if it is still open.
-    pub async fn intake_platform_delete(&self, src: IntakeSource, platform_order_id: String, raw: RawDelivery) -> Result<IntakeOutcome> {
+    pub async fn intake_platform_delete(
+        &self,
+        src: IntakeSource,
+        platform_order_id: String,
+        raw: RawDelivery,
+    ) -> Result<IntakeOutcome> {
         self.write(move |c| {
             Box::pin(async move {
                 let existing = find_in(c, &src, &platform_order_id).await?;
@@ -332,7 +353,12 @@ impl Db {
     }
 
     /// Archive an authenticated delivery that changes nothing (ignored topics).
-    pub async fn archive_delivery(&self, src: IntakeSource, raw: RawDelivery, result: &'static str) -> Result<PayloadId> {
+    pub async fn archive_delivery(
+        &self,
+        src: IntakeSource,
+        raw: RawDelivery,
+        result: &'static str,
+    ) -> Result<PayloadId> {
         self.write(move |c| Box::pin(async move { archive_in(c, &src, &raw, result).await })).await
     }
 
@@ -348,12 +374,22 @@ impl Db {
             Box::pin(async move {
                 let (id, result) = match insert_order_in(c, &src, &n, ready_at, None).await? {
                     Some(id) => (id, IntakeResult::Created),
-                    None => (find_in(c, &src, &n.platform_order_id).await?.ok_or(StorageError::NotFound)?.id, IntakeResult::Duplicate),
+                    None => (
+                        find_in(c, &src, &n.platform_order_id).await?.ok_or(StorageError::NotFound)?.id,
+                        IntakeResult::Duplicate,
+                    ),
                 };
                 let order = load_order_in(c, &src.tenant_id, &id).await?;
                 if let Some(k) = idem {
                     let status = if result == IntakeResult::Created { 201 } else { 200 };
-                    complete_idempotency_in(c, &src.tenant_id, &k, status, &serde_json::to_string(&order).map_err(crate::corrupt)?).await?;
+                    complete_idempotency_in(
+                        c,
+                        &src.tenant_id,
+                        &k,
+                        status,
+                        &serde_json::to_string(&order).map_err(crate::corrupt)?,
+                    )
+                    .await?;
                 }
                 Ok((order, result))
             })
@@ -362,7 +398,13 @@ impl Db {
     }
 
     /// Claim an idempotency key, or learn what became of it.
-    pub async fn begin_idempotency(&self, tenant: &TenantId, key: &IdempotencyRef, request_hash: &str, ttl_ms: i64) -> Result<IdempotencyBegin> {
+    pub async fn begin_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &IdempotencyRef,
+        request_hash: &str,
+        ttl_ms: i64,
+    ) -> Result<IdempotencyBegin> {
         let (t, k, h) = (tenant.clone(), key.clone(), request_hash.to_owned());
         self.write(move |c| {
             Box::pin(async move {
@@ -424,7 +466,13 @@ impl Db {
     }
 
     /// Record the final answer for a key (client errors are replayed too).
-    pub async fn complete_idempotency(&self, tenant: &TenantId, key: &IdempotencyRef, status: u16, body: &str) -> Result<()> {
+    pub async fn complete_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &IdempotencyRef,
+        status: u16,
+        body: &str,
+    ) -> Result<()> {
         let (t, k, b) = (tenant.clone(), key.clone(), body.to_owned());
         self.write(move |c| Box::pin(async move { complete_idempotency_in(c, &t, &k, status, &b).await })).await
     }
@@ -531,7 +579,10 @@ impl Db {
 
     pub async fn get_dead_letter(&self, tenant: &TenantId, id: &DeadLetterId) -> Result<DeadLetter> {
         let all = self
-            .list_dead_letters(tenant, &DeadLetterFilter { include_replayed: true, limit: i64::MAX, ..Default::default() })
+            .list_dead_letters(
+                tenant,
+                &DeadLetterFilter { include_replayed: true, limit: i64::MAX, ..Default::default() },
+            )
             .await?;
         all.into_iter().find(|d| &d.id == id).ok_or(StorageError::NotFound)
     }
@@ -557,7 +608,10 @@ impl Db {
     pub async fn purge_raw_payloads(&self, before_ms: i64) -> Result<u64> {
         self.write(move |c| {
             Box::pin(async move {
-                let done = sqlx::query("DELETE FROM raw_payloads WHERE received_at < $1").bind(before_ms).execute(&mut *c).await?;
+                let done = sqlx::query("DELETE FROM raw_payloads WHERE received_at < $1")
+                    .bind(before_ms)
+                    .execute(&mut *c)
+                    .await?;
                 Ok(done.rows_affected())
             })
         })
@@ -573,7 +627,13 @@ impl Db {
     }
 }
 
-async fn complete_idempotency_in(c: &mut WriteConn, t: &TenantId, k: &IdempotencyRef, status: u16, body: &str) -> Result<()> {
+async fn complete_idempotency_in(
+    c: &mut WriteConn,
+    t: &TenantId,
+    k: &IdempotencyRef,
+    status: u16,
+    body: &str,
+) -> Result<()> {
     sqlx::query(
         "UPDATE idempotency_keys SET state = 'done', response_status = $1, response_body = $2 \
          WHERE tenant_id = $3 AND client_id = $4 AND idem_key = $5",

@@ -20,9 +20,9 @@ mod outbox;
 mod stores;
 mod sync;
 mod tenants;
+pub mod testing;
 mod time;
 mod writer;
-pub mod testing;
 
 pub use dispatch::*;
 pub use drivers::*;

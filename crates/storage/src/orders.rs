@@ -2,10 +2,11 @@
 //! order, readiness, cancellation). Every change writes its outbox event in the same
 //! transaction.
 
-use crate::{dispatch::release_order_in, from_ms, get, json_col, now_ms, outbox::insert_event, Db, Result, StorageError, WriteConn};
-use lastmile_core::{
-    DriverId, EventKind, Order, OrderId, OrderStatus, PayloadId, Platform, StoreId, TenantId,
+use crate::{
+    dispatch::release_order_in, from_ms, get, json_col, now_ms, outbox::insert_event, Db, Result, StorageError,
+    WriteConn,
 };
+use lastmile_core::{DriverId, EventKind, Order, OrderId, OrderStatus, PayloadId, Platform, StoreId, TenantId};
 use sqlx::any::AnyRow;
 
 pub(crate) const ORDER_COLS: &str = "id, tenant_id, store_id, platform, platform_order_id, platform_order_number, \
@@ -20,9 +21,8 @@ pub(crate) fn order_from_row(row: &AnyRow) -> Result<Order> {
     let mut dropoff: lastmile_core::Dropoff = json_col(row, "dropoff_json")?;
     dropoff.lat = get(row, "dropoff_lat")?;
     dropoff.lng = get(row, "dropoff_lng")?;
-    let opt_time = |col: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-        Ok(get::<Option<i64>>(row, col)?.map(from_ms))
-    };
+    let opt_time =
+        |col: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>> { Ok(get::<Option<i64>>(row, col)?.map(from_ms)) };
     Ok(Order {
         id: OrderId(get(row, "id")?),
         tenant_id: TenantId(get(row, "tenant_id")?),

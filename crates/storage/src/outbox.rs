@@ -20,15 +20,17 @@ pub async fn insert_event(
     if c.backend_name() == "PostgreSQL" {
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK_KEY).execute(&mut *c).await?;
     }
-    sqlx::query("INSERT INTO outbox (id, tenant_id, kind, subject_id, data, occurred_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(EventId::generate().as_str())
-        .bind(tenant.as_str())
-        .bind(kind.as_str())
-        .bind(subject_id)
-        .bind(data.to_string())
-        .bind(now_ms())
-        .execute(&mut *c)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (id, tenant_id, kind, subject_id, data, occurred_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(EventId::generate().as_str())
+    .bind(tenant.as_str())
+    .bind(kind.as_str())
+    .bind(subject_id)
+    .bind(data.to_string())
+    .bind(now_ms())
+    .execute(&mut *c)
+    .await?;
     Ok(())
 }
 

@@ -91,12 +91,13 @@ impl Db {
     }
 
     pub async fn get_store(&self, tenant: &TenantId, id: &StoreId) -> Result<StoreRecord> {
-        let row = sqlx::query(&format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"))
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StorageError::NotFound)?;
+        let row =
+            sqlx::query(&format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"))
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StorageError::NotFound)?;
         store_from_row(&row)
     }
 
@@ -125,10 +126,11 @@ impl Db {
     }
 
     pub async fn list_stores(&self, tenant: &TenantId) -> Result<Vec<StoreRecord>> {
-        let rows = sqlx::query(&format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id"))
-            .bind(tenant.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id"))
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(store_from_row).collect()
     }
 

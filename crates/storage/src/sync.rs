@@ -66,7 +66,8 @@ fn job_from_row(r: &sqlx::any::AnyRow) -> Result<SyncJob> {
     })
 }
 
-const JOB_COLS: &str = "id, tenant_id, store_id, platform, order_id, platform_order_id, action, idempotency_key, attempts, created_at";
+const JOB_COLS: &str =
+    "id, tenant_id, store_id, platform, order_id, platform_order_id, action, idempotency_key, attempts, created_at";
 
 impl Db {
     /// Lease up to `limit` due jobs for `lease_ms`. A job whose worker died is claimable
@@ -93,14 +94,16 @@ impl Db {
         self.write(move |c| {
             Box::pin(async move {
                 let now = now_ms();
-                sqlx::query("UPDATE sync_jobs SET state = 'done', attempts = attempts + 1, last_status = $1, last_body = $2, \
-                             completed_at = $3, updated_at = $3, locked_until = NULL WHERE id = $4")
-                    .bind(status.map(i64::from))
-                    .bind(&s)
-                    .bind(now)
-                    .bind(i.as_str())
-                    .execute(&mut *c)
-                    .await?;
+                sqlx::query(
+                    "UPDATE sync_jobs SET state = 'done', attempts = attempts + 1, last_status = $1, last_body = $2, \
+                             completed_at = $3, updated_at = $3, locked_until = NULL WHERE id = $4",
+                )
+                .bind(status.map(i64::from))
+                .bind(&s)
+                .bind(now)
+                .bind(i.as_str())
+                .execute(&mut *c)
+                .await?;
                 Ok(())
             })
         })
@@ -121,18 +124,20 @@ impl Db {
         let (i, e) = (id.clone(), error.to_owned());
         self.write(move |c| {
             Box::pin(async move {
-                sqlx::query("UPDATE sync_jobs SET state = 'pending', attempts = attempts + $1, next_attempt_at = $2, \
+                sqlx::query(
+                    "UPDATE sync_jobs SET state = 'pending', attempts = attempts + $1, next_attempt_at = $2, \
                              locked_until = NULL, last_error = $3, last_status = COALESCE($4, last_status), \
-                             last_body = COALESCE($5, last_body), updated_at = $6 WHERE id = $7")
-                    .bind(if count_attempt { 1i64 } else { 0 })
-                    .bind(next_at)
-                    .bind(&e)
-                    .bind(status.map(i64::from))
-                    .bind(body)
-                    .bind(now_ms())
-                    .bind(i.as_str())
-                    .execute(&mut *c)
-                    .await?;
+                             last_body = COALESCE($5, last_body), updated_at = $6 WHERE id = $7",
+                )
+                .bind(if count_attempt { 1i64 } else { 0 })
+                .bind(next_at)
+                .bind(&e)
+                .bind(status.map(i64::from))
+                .bind(body)
+                .bind(now_ms())
+                .bind(i.as_str())
+                .execute(&mut *c)
+                .await?;
                 Ok(())
             })
         })
@@ -140,7 +145,14 @@ impl Db {
     }
 
     /// Retries exhausted or the platform refused for good: keep everything as a dead letter.
-    pub async fn dead_letter_sync_job(&self, job: &SyncJob, request: serde_json::Value, error: &str, status: Option<u16>, body: Option<String>) -> Result<DeadLetterId> {
+    pub async fn dead_letter_sync_job(
+        &self,
+        job: &SyncJob,
+        request: serde_json::Value,
+        error: &str,
+        status: Option<u16>,
+        body: Option<String>,
+    ) -> Result<DeadLetterId> {
         let (j, e) = (job.clone(), error.to_owned());
         let id = DeadLetterId::generate();
         let dl = id.clone();
@@ -176,13 +188,15 @@ impl Db {
         self.write(move |c| {
             Box::pin(async move {
                 let now = now_ms();
-                let done = sqlx::query("UPDATE sync_jobs SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1 \
-                                        WHERE tenant_id = $2 AND id = $3 AND state = 'dead'")
-                    .bind(now)
-                    .bind(t.as_str())
-                    .bind(j.as_str())
-                    .execute(&mut *c)
-                    .await?;
+                let done = sqlx::query(
+                    "UPDATE sync_jobs SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1 \
+                                        WHERE tenant_id = $2 AND id = $3 AND state = 'dead'",
+                )
+                .bind(now)
+                .bind(t.as_str())
+                .bind(j.as_str())
+                .execute(&mut *c)
+                .await?;
                 Ok(done.rows_affected() > 0)
             })
         })
@@ -200,11 +214,13 @@ impl Db {
     }
 
     pub async fn sync_jobs_for_order(&self, tenant: &TenantId, order: &OrderId) -> Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query("SELECT action, state, attempts FROM sync_jobs WHERE tenant_id = $1 AND order_id = $2 ORDER BY created_at")
-            .bind(tenant.as_str())
-            .bind(order.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT action, state, attempts FROM sync_jobs WHERE tenant_id = $1 AND order_id = $2 ORDER BY created_at",
+        )
+        .bind(tenant.as_str())
+        .bind(order.as_str())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| Ok((get(r, "action")?, get(r, "state")?, get(r, "attempts")?))).collect()
     }
 
@@ -230,5 +246,43 @@ impl Db {
                 })
             })
             .collect()
+    }
+}
+
+impl Db {
+    /// A BigCommerce order whose fetch failed: kept as a job and retried by the sync
+    /// worker through the same breakers and schedule as fulfilments.
+    pub async fn enqueue_fetch_job(
+        &self,
+        tenant: &TenantId,
+        store: &StoreId,
+        platform: Platform,
+        platform_order_id: &str,
+        key: &str,
+    ) -> Result<SyncJobId> {
+        let id = SyncJobId::generate();
+        let (i, t, s, p, k) = (id.clone(), tenant.clone(), store.clone(), platform_order_id.to_owned(), key.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let now = now_ms();
+                sqlx::query(
+                    "INSERT INTO sync_jobs (id, tenant_id, store_id, platform, order_id, platform_order_id, action, idempotency_key, \
+                     state, next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, '', $5, 'fetch_order', $6, 'pending', $7, $7, $7) \
+                     ON CONFLICT (idempotency_key) DO NOTHING",
+                )
+                .bind(i.as_str())
+                .bind(t.as_str())
+                .bind(s.as_str())
+                .bind(platform.as_str())
+                .bind(&p)
+                .bind(format!("fetch:{}:{p}:{k}", s))
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(id)
     }
 }

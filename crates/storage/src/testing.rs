@@ -74,7 +74,8 @@ impl TestDb {
         self.db.close().await;
         if let (Some(admin_url), Some(name)) = (self.admin_url, self.name) {
             if let Ok(admin) = Db::connect(&admin_url, DbOptions { max_connections: 1, ..Default::default() }).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(admin.pool()).await;
+                let _ =
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(admin.pool()).await;
                 admin.close().await;
             }
         }

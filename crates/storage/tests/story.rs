@@ -11,12 +11,24 @@ fn normalized(id: &str, updated_at: i64, with_coords: bool) -> NormalizedOrder {
         state: PlatformState::Open,
         customer: Customer { name: "Ada".into(), email: Some("ada@example.com".into()), phone: None },
         dropoff: Dropoff {
-            address: Address { line1: "Mannerheimintie 1".into(), city: "Helsinki".into(), postal_code: "00100".into(), country: "FI".into(), ..Default::default() },
+            address: Address {
+                line1: "Mannerheimintie 1".into(),
+                city: "Helsinki".into(),
+                postal_code: "00100".into(),
+                country: "FI".into(),
+                ..Default::default()
+            },
             lat: with_coords.then_some(60.17),
             lng: with_coords.then_some(24.94),
         },
         items: vec![LineItem { sku: Some("SKU".into()), name: "Soup".into(), quantity: 2, unit_price_minor: 1250 }],
-        totals: Totals { subtotal_minor: 2500, shipping_minor: 0, tax_minor: 0, total_minor: 2500, currency: "EUR".into() },
+        totals: Totals {
+            subtotal_minor: 2500,
+            shipping_minor: 0,
+            tax_minor: 0,
+            total_minor: 2500,
+            currency: "EUR".into(),
+        },
         notes: None,
         placed_at: None,
         platform_updated_at: Some(from_ms(updated_at)),
@@ -67,7 +79,8 @@ async fn tenants_stores_and_scoping(db: &Db) {
     assert!(matches!(db.get_store(&t2, &store.id).await, Err(StorageError::NotFound)), "other tenant must not see it");
     let dup = StoreRecord { id: StoreId::generate(), ..store.clone() };
     assert!(matches!(db.create_store(dup).await, Err(StorageError::Conflict(_))));
-    let patched = db.patch_store(&t1, &store.id, StorePatch { name: Some("Acme 2".into()), ..Default::default() }).await.unwrap();
+    let patched =
+        db.patch_store(&t1, &store.id, StorePatch { name: Some("Acme 2".into()), ..Default::default() }).await.unwrap();
     assert_eq!(patched.name, "Acme 2");
     assert!(matches!(db.patch_store(&t2, &store.id, StorePatch::default()).await, Err(StorageError::NotFound)));
     assert_eq!(db.find_stores_by_identity(Platform::Shopify, &store.platform_store_id).await.unwrap().len(), 1);
@@ -90,10 +103,12 @@ async fn credentials(db: &Db) {
 
 async fn intake_exactly_once_and_in_order(db: &Db) {
     let (t, store) = seed(db).await;
-    let first = db.intake_platform_order(src(&t, &store), normalized("820982911946154508", 1000, true), raw()).await.unwrap();
+    let first =
+        db.intake_platform_order(src(&t, &store), normalized("820982911946154508", 1000, true), raw()).await.unwrap();
     assert_eq!(first.result, IntakeResult::Created);
     let id = first.order_id.clone().unwrap();
-    let again = db.intake_platform_order(src(&t, &store), normalized("820982911946154508", 1000, true), raw()).await.unwrap();
+    let again =
+        db.intake_platform_order(src(&t, &store), normalized("820982911946154508", 1000, true), raw()).await.unwrap();
     assert_eq!((again.result, again.order_id.clone()), (IntakeResult::Duplicate, Some(id.clone())));
     let mut newer = normalized("820982911946154508", 3000, true);
     newer.notes = Some("ring twice".into());
@@ -125,7 +140,9 @@ async fn intake_exactly_once_and_in_order(db: &Db) {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (db, s) = (db.clone(), src(&t, &store));
-        tasks.push(tokio::spawn(async move { db.intake_platform_order(s, normalized("race", 7, true), raw()).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            db.intake_platform_order(s, normalized("race", 7, true), raw()).await.unwrap()
+        }));
     }
     let mut ids = std::collections::HashSet::new();
     let mut created = 0;
@@ -165,7 +182,8 @@ async fn listing_with_cursor(db: &Db) {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = db.list_orders(&t, &OrderFilter { limit: 2, after: after.clone(), ..Default::default() }).await.unwrap();
+        let page =
+            db.list_orders(&t, &OrderFilter { limit: 2, after: after.clone(), ..Default::default() }).await.unwrap();
         if page.is_empty() {
             break;
         }
@@ -194,7 +212,8 @@ async fn offers_capacity_and_lifecycle(db: &Db) {
     let (r1, r2) = tokio::join!(db.accept_offer(&t, &d.id, &offer_a), db.accept_offer(&t, &d.id, &offer_b));
     assert_eq!(usize::from(r1.is_ok()) + usize::from(r2.is_ok()), 1, "{r1:?} {r2:?}");
     assert_eq!(db.active_assignments(&d.id).await.unwrap(), 1);
-    let (won, lost_offer, lost_order) = if r1.is_ok() { (a.clone(), offer_b, b.clone()) } else { (b.clone(), offer_a, a.clone()) };
+    let (won, lost_offer, lost_order) =
+        if r1.is_ok() { (a.clone(), offer_b, b.clone()) } else { (b.clone(), offer_a, a.clone()) };
     db.decline_offer(&t, &d.id, &lost_offer, "busy", POLICY).await.unwrap();
     assert_eq!(db.get_order(&t, &lost_order).await.unwrap().status, OrderStatus::Received);
     let cands = db.dispatch_candidates(100).await.unwrap();
@@ -202,7 +221,10 @@ async fn offers_capacity_and_lifecycle(db: &Db) {
     assert_eq!(c.excluded, vec![d.id.clone()]);
 
     db.driver_order_step(&t, &d.id, &won, OrderStatus::PickedUp, serde_json::Value::Null).await.unwrap();
-    let delivered = db.driver_order_step(&t, &d.id, &won, OrderStatus::Delivered, serde_json::json!({"recipient": "Ada"})).await.unwrap();
+    let delivered = db
+        .driver_order_step(&t, &d.id, &won, OrderStatus::Delivered, serde_json::json!({"recipient": "Ada"}))
+        .await
+        .unwrap();
     assert_eq!(delivered.status, OrderStatus::Delivered);
     assert_eq!(db.get_driver(&t, &d.id).await.unwrap().active_count, 0, "delivery frees the driver");
     let jobs = db.sync_jobs_for_order(&t, &won).await.unwrap();
@@ -258,8 +280,14 @@ async fn sync_jobs_lease_retry_dead(db: &Db) {
     assert!(db.claim_sync_jobs(now, 10, 60_000).await.unwrap().is_empty());
     let again = db.claim_sync_jobs(now + 1000, 10, 60_000).await.unwrap();
     assert_eq!(again[0].attempts, 1);
-    let dl = db.dead_letter_sync_job(&again[0], serde_json::json!({"PUT": "/x"}), "exhausted", Some(503), Some("down".into())).await.unwrap();
-    let letters = db.list_dead_letters(&t, &DeadLetterFilter { kind: Some("sync".into()), limit: 10, ..Default::default() }).await.unwrap();
+    let dl = db
+        .dead_letter_sync_job(&again[0], serde_json::json!({"PUT": "/x"}), "exhausted", Some(503), Some("down".into()))
+        .await
+        .unwrap();
+    let letters = db
+        .list_dead_letters(&t, &DeadLetterFilter { kind: Some("sync".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(letters[0].id, dl);
     assert_eq!(letters[0].context["request"]["PUT"], "/x");
     assert!(db.requeue_sync_job(&t, &again[0].id).await.unwrap());

@@ -1,0 +1,117 @@
+//! Authentication extractors: admin API keys, API-client JWTs, driver device tokens.
+//! Each rejection is logged with its reason and answered 401 without detail; each
+//! credential is rate limited on its own.
+
+use crate::crypto::lookup_hash;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use lastmile_core::{ApiClientId, DriverId, TenantId};
+use lastmile_storage::StorageError;
+
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    pub tenant_id: TenantId,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub tenant_id: TenantId,
+    pub client_id: ApiClientId,
+}
+
+#[derive(Debug, Clone)]
+pub struct DriverAuth {
+    pub tenant_id: TenantId,
+    pub driver_id: DriverId,
+    pub name: String,
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// `?token=` for clients that cannot set headers (browsers' WebSocket and EventSource).
+fn query_token(parts: &Parts) -> Option<String> {
+    let q = parts.uri.query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok()?.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v)
+}
+
+fn reject(why: &str, parts: &Parts) -> ApiError {
+    tracing::info!(reason = why, path = %parts.uri.path(), "authentication rejected");
+    ApiError::unauthorized("missing or invalid credentials")
+}
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| reject("no bearer token", parts))?;
+        if !token.starts_with("lm_admin_") {
+            return Err(reject("not an admin key", parts));
+        }
+        let (tenant_id, key_id) = match state.db.tenant_for_admin_key(&lookup_hash(token)).await {
+            Ok(v) => v,
+            Err(StorageError::NotFound) => return Err(reject("unknown admin key", parts)),
+            Err(e) => return Err(e.into()),
+        };
+        state.limits.check_credential(&key_id)?;
+        Ok(AdminAuth { tenant_id, key_id })
+    }
+}
+
+impl FromRequestParts<AppState> for ClientAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| reject("no bearer token", parts))?;
+        let claims = state.keys.verify_jwt(token).ok_or_else(|| reject("invalid or expired JWT", parts))?;
+        state.limits.check_credential(&claims.sub)?;
+        Ok(ClientAuth { tenant_id: TenantId(claims.tid), client_id: ApiClientId(claims.sub) })
+    }
+}
+
+impl FromRequestParts<AppState> for DriverAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = match bearer(parts) {
+            Some(t) => t.to_owned(),
+            None => query_token(parts).ok_or_else(|| reject("no driver token", parts))?,
+        };
+        if !token.starts_with("lm_drv_") {
+            return Err(reject("not a driver token", parts));
+        }
+        let d = match state.db.driver_for_token(&lookup_hash(&token)).await {
+            Ok(d) => d,
+            Err(StorageError::NotFound) => return Err(reject("unknown or revoked driver token", parts)),
+            Err(e) => return Err(e.into()),
+        };
+        state.limits.check_credential(d.id.as_str())?;
+        Ok(DriverAuth { tenant_id: d.tenant_id, driver_id: d.id, name: d.name })
+    }
+}
+
+/// Either an admin of the tenant or one of its API clients (ordering endpoints both use).
+#[derive(Debug, Clone)]
+pub struct TenantAuth {
+    pub tenant_id: TenantId,
+    pub client_id: Option<ApiClientId>,
+}
+
+impl FromRequestParts<AppState> for TenantAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if bearer(parts).is_some_and(|t| t.starts_with("lm_admin_")) {
+            let a = AdminAuth::from_request_parts(parts, state).await?;
+            return Ok(TenantAuth { tenant_id: a.tenant_id, client_id: None });
+        }
+        let c = ClientAuth::from_request_parts(parts, state).await?;
+        Ok(TenantAuth { tenant_id: c.tenant_id, client_id: Some(c.client_id) })
+    }
+}

@@ -1,0 +1,331 @@
+//! The dispatcher: the live fleet (where every driver is, who is free) and the matching
+//! loop that turns waiting orders into offers each tick, per tenant.
+//!
+//! The live index is a cache rebuilt from the database on start; the database decides
+//! (offers and capacity are enforced there), so a stale cache can cost an offer, never
+//! correctness.
+
+use crate::config::{Config, MatcherKind};
+use crate::state::AppState;
+use lastmile_core::{DriverId, EtaModel, GeoPoint, OrderId, TenantId};
+use lastmile_dispatch::{assign, due_orders, CostModel, DriverIndex, DriverSlot, Matcher, OrderSlot};
+use lastmile_storage::{now_ms, to_ms, Db, StallPolicy};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct DriverLive {
+    pub tenant_id: TenantId,
+    pub status: String,
+    pub point: Option<GeoPoint>,
+    /// `recorded_at` of the newest accepted fix (ms), to reject older ones.
+    pub last_fix_ms: i64,
+    /// When we last accepted a fix (wall clock), for the per-driver cap.
+    pub last_accept: Option<Instant>,
+    /// Newest fix that arrived inside the cap window; applied when the window ends.
+    pub pending: Option<(GeoPoint, i64)>,
+    pub last_seen: Instant,
+    pub moved: bool,
+}
+
+struct FleetInner {
+    drivers: HashMap<DriverId, DriverLive>,
+    /// One spatial index per tenant: matching never crosses tenants.
+    indexes: HashMap<TenantId, DriverIndex>,
+    /// Drivers with a pending offer or at capacity (refreshed each tick and on offers).
+    busy: HashSet<DriverId>,
+}
+
+/// Cheap to clone. A std Mutex: every critical section is a few map operations and never
+/// awaits; GPS updates and the matcher take it briefly.
+#[derive(Clone)]
+pub struct LiveFleet {
+    inner: Arc<Mutex<FleetInner>>,
+    pub eta: EtaModel,
+}
+
+impl LiveFleet {
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(FleetInner {
+                drivers: HashMap::new(),
+                indexes: HashMap::new(),
+                busy: HashSet::new(),
+            })),
+            eta: EtaModel {
+                detour_factor: cfg.dispatch.detour_factor,
+                speed_mps: cfg.dispatch.speed_mps,
+                ..EtaModel::default()
+            },
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FleetInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuild from the database (drivers' last known positions and statuses).
+    pub async fn load(&self, db: &Db) -> anyhow::Result<()> {
+        let drivers = db.all_drivers().await?;
+        let busy = db.busy_drivers().await?;
+        let mut g = self.lock();
+        g.busy = busy.into_iter().collect();
+        for d in drivers {
+            let point = d.last_lat.zip(d.last_lng).and_then(|(a, b)| GeoPoint::new(a, b).ok());
+            g.drivers.insert(
+                d.id.clone(),
+                DriverLive {
+                    tenant_id: d.tenant_id.clone(),
+                    status: d.status.clone(),
+                    point,
+                    last_fix_ms: d.last_seen_at.unwrap_or(0),
+                    last_accept: None,
+                    pending: None,
+                    last_seen: Instant::now(),
+                    moved: false,
+                },
+            );
+            refresh_index(&mut g, &d.id);
+        }
+        Ok(())
+    }
+
+    pub fn set_status(&self, tenant: &TenantId, driver: &DriverId, status: &str) {
+        let mut g = self.lock();
+        let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive {
+            tenant_id: tenant.clone(),
+            status: "offline".into(),
+            point: None,
+            last_fix_ms: 0,
+            last_accept: None,
+            pending: None,
+            last_seen: Instant::now(),
+            moved: false,
+        });
+        entry.status = status.to_owned();
+        entry.last_seen = Instant::now();
+        refresh_index(&mut g, driver);
+    }
+
+    pub fn remove(&self, driver: &DriverId) {
+        let mut g = self.lock();
+        if let Some(d) = g.drivers.remove(driver) {
+            if let Some(ix) = g.indexes.get_mut(&d.tenant_id) {
+                ix.remove(driver);
+            }
+        }
+    }
+
+    pub fn set_busy(&self, driver: &DriverId, busy: bool) {
+        let mut g = self.lock();
+        if busy {
+            g.busy.insert(driver.clone());
+        } else {
+            g.busy.remove(driver);
+        }
+        refresh_index(&mut g, driver);
+    }
+
+    /// Apply the GPS outcome decided by `gps::accept` under the same lock.
+    pub fn with_driver<R>(&self, tenant: &TenantId, driver: &DriverId, f: impl FnOnce(&mut DriverLive) -> R) -> R {
+        let mut g = self.lock();
+        let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive {
+            tenant_id: tenant.clone(),
+            status: "offline".into(),
+            point: None,
+            last_fix_ms: 0,
+            last_accept: None,
+            pending: None,
+            last_seen: Instant::now(),
+            moved: false,
+        });
+        let r = f(entry);
+        refresh_index(&mut g, driver);
+        r
+    }
+
+    pub fn driver(&self, driver: &DriverId) -> Option<DriverLive> {
+        self.lock().drivers.get(driver).cloned()
+    }
+
+    /// k nearest available drivers of a tenant within `radius_m`, from memory only.
+    pub fn nearest(&self, tenant: &TenantId, point: GeoPoint, k: usize, radius_m: f64) -> Vec<(DriverId, f64)> {
+        self.lock().indexes.get(tenant).map(|ix| ix.nearest(point, k, radius_m)).unwrap_or_default()
+    }
+
+    /// Positions that changed since the last call (for the history flusher).
+    pub fn take_moved(&self) -> Vec<(DriverId, TenantId, GeoPoint, i64)> {
+        let mut g = self.lock();
+        let mut out = Vec::new();
+        for (id, d) in g.drivers.iter_mut() {
+            if d.moved {
+                d.moved = false;
+                if let Some(p) = d.point {
+                    out.push((id.clone(), d.tenant_id.clone(), p, d.last_fix_ms));
+                }
+            }
+        }
+        out
+    }
+
+    /// Apply coalesced fixes whose cap window has passed.
+    pub fn apply_pending(&self, min_interval: Duration) -> usize {
+        let mut g = self.lock();
+        let mut ready = Vec::new();
+        for (id, d) in g.drivers.iter_mut() {
+            if let Some((p, at)) = d.pending {
+                if d.last_accept.is_none_or(|t| t.elapsed() >= min_interval) {
+                    d.point = Some(p);
+                    d.last_fix_ms = at;
+                    d.pending = None;
+                    d.last_accept = Some(Instant::now());
+                    d.moved = true;
+                    ready.push(id.clone());
+                }
+            }
+        }
+        for id in &ready {
+            refresh_index(&mut g, id);
+        }
+        ready.len()
+    }
+
+    /// Drivers silent for longer than `timeout` that still count as online.
+    pub fn silent_drivers(&self, timeout: Duration) -> Vec<(TenantId, DriverId)> {
+        let g = self.lock();
+        g.drivers
+            .iter()
+            .filter(|(_, d)| d.status == "online" && d.last_seen.elapsed() > timeout)
+            .map(|(id, d)| (d.tenant_id.clone(), id.clone()))
+            .collect()
+    }
+
+    fn snapshot_tenant(&self, tenant: &TenantId) -> Vec<DriverSlot> {
+        let g = self.lock();
+        g.drivers
+            .iter()
+            .filter(|(id, d)| &d.tenant_id == tenant && d.status == "online" && !g.busy.contains(*id))
+            .filter_map(|(id, d)| Some(DriverSlot { driver_id: id.clone(), location: d.point? }))
+            .collect()
+    }
+}
+
+fn refresh_index(g: &mut FleetInner, driver: &DriverId) {
+    let Some(d) = g.drivers.get(driver) else { return };
+    let available = d.status == "online" && !g.busy.contains(driver);
+    let tenant = d.tenant_id.clone();
+    let point = d.point;
+    let ix = g.indexes.entry(tenant).or_default();
+    match point {
+        Some(p) => ix.upsert(driver, p, available),
+        None => {
+            ix.remove(driver);
+        }
+    }
+}
+
+pub fn cost_model(cfg: &Config, eta: EtaModel) -> CostModel {
+    CostModel {
+        eta,
+        max_pickup_s: cfg.dispatch.search_radius_m * eta.detour_factor / eta.speed_mps,
+        candidates_per_order: cfg.dispatch.candidates_per_order,
+        ..CostModel::default()
+    }
+}
+
+/// The matching loop: every tick, expire offers, flag stalled orders, and offer due
+/// orders to the best free drivers.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let tick = Duration::from_millis(state.cfg.dispatch.tick_ms);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        if let Err(e) = tick_once(&state).await {
+            tracing::warn!(error = %format!("{e:#}"), "dispatch tick failed");
+        }
+    }
+    tracing::debug!("dispatcher stopped");
+}
+
+pub async fn tick_once(state: &AppState) -> anyhow::Result<usize> {
+    let cfg = &state.cfg.dispatch;
+    let policy = StallPolicy { max_attempts: cfg.max_attempts };
+    let now = now_ms();
+    state.db.expire_offers(now, policy).await?;
+    state.db.stall_waiting_orders(now, cfg.max_wait_s as i64 * 1000).await?;
+    for (tenant, driver) in state.fleet.silent_drivers(Duration::from_secs(state.cfg.presence_timeout_s)) {
+        tracing::info!(driver = %driver, "no word from driver: marking offline");
+        state.fleet.set_status(&tenant, &driver, "offline");
+        let _ = state.db.set_driver_status(&tenant, &driver, "offline").await;
+    }
+    let busy: HashSet<DriverId> = state.db.busy_drivers().await?.into_iter().collect();
+    {
+        let mut g = state.fleet.lock();
+        let changed: Vec<DriverId> = g.busy.symmetric_difference(&busy).cloned().collect();
+        g.busy = busy;
+        for id in changed {
+            refresh_index(&mut g, &id);
+        }
+    }
+    let candidates = state.db.dispatch_candidates(5000).await?;
+    let mut by_tenant: HashMap<TenantId, Vec<OrderSlot>> = HashMap::new();
+    for c in candidates {
+        let Ok(pickup) = GeoPoint::new(c.pickup_lat, c.pickup_lng) else { continue };
+        let ready_in_s = ((to_ms(c.order.ready_at) - now) as f64 / 1000.0).max(0.0);
+        by_tenant.entry(c.order.tenant_id.clone()).or_default().push(OrderSlot {
+            order_id: c.order.id.clone(),
+            pickup,
+            ready_in_s,
+            excluded: c.excluded,
+        });
+    }
+    let model = cost_model(&state.cfg, state.fleet.eta);
+    let matcher = match cfg.matcher {
+        MatcherKind::Optimal => Matcher::Optimal,
+        MatcherKind::Greedy => Matcher::Greedy,
+    };
+    let mut offers = Vec::new();
+    for (tenant, orders) in by_tenant {
+        let drivers = state.fleet.snapshot_tenant(&tenant);
+        if drivers.is_empty() {
+            continue;
+        }
+        let due: Vec<OrderSlot> = due_orders(&orders, &drivers, None, &model, cfg.lead_s)
+            .into_iter()
+            .map(|d| orders[d.order].clone())
+            .collect();
+        for a in assign(&due, &drivers, None, &model, matcher) {
+            offers.push((tenant.clone(), a.order_id, a.driver_id));
+        }
+    }
+    let n = offers.len();
+    // All offers of a tick share one group commit.
+    let results = futures::future::join_all(offers.into_iter().map(|(t, o, d)| send_offer(state, t, o, d))).await;
+    let sent = results.into_iter().filter(|ok| *ok).count();
+    if n > 0 {
+        tracing::debug!(planned = n, sent, "dispatch tick");
+    }
+    Ok(sent)
+}
+
+async fn send_offer(state: &AppState, tenant: TenantId, order: OrderId, driver: DriverId) -> bool {
+    state.fleet.set_busy(&driver, true);
+    match state.db.create_offer(&tenant, &order, &driver, state.cfg.dispatch.offer_ttl_s as i64 * 1000).await {
+        Ok((_offer, seq)) => {
+            metrics::counter!("lastmile_offers_sent_total").increment(1);
+            state.hub.bump(&driver, seq);
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, order = %order, driver = %driver, "offer not sent");
+            state.fleet.set_busy(&driver, false);
+            false
+        }
+    }
+}

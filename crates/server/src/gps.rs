@@ -1,0 +1,176 @@
+//! Driver GPS: validation, the per-driver rate cap (bursts coalesce to the newest fix),
+//! the live index update, and batched persistence of positions, history and ETAs.
+
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use lastmile_core::{DriverId, GeoPoint, OrderStatus, TenantId};
+use lastmile_storage::{from_ms, now_ms, to_ms, LocationSample};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Faster than this between two fixes is not a car in a city (≈ 250 km/h).
+const MAX_PLAUSIBLE_MPS: f64 = 70.0;
+/// Phones' clocks drift; further ahead than this is an error.
+const MAX_FUTURE_MS: i64 = 30_000;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Fix {
+    pub lat: f64,
+    pub lng: f64,
+    pub accuracy_m: Option<f64>,
+    pub heading: Option<f64>,
+    pub speed_mps: Option<f64>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FixOutcome {
+    Accepted,
+    Coalesced,
+    Rejected { code: &'static str, message: String },
+}
+
+impl FixOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            FixOutcome::Accepted => "accepted",
+            FixOutcome::Coalesced => "coalesced",
+            FixOutcome::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+fn reject(code: &'static str, message: impl Into<String>) -> FixOutcome {
+    FixOutcome::Rejected { code, message: message.into() }
+}
+
+/// Check one fix and, if it passes, put it into the live index (or hold it as the newest
+/// fix of a burst). Never touches the database.
+pub fn accept(state: &AppState, tenant: &TenantId, driver: &DriverId, fix: &Fix) -> FixOutcome {
+    let outcome = check_and_apply(state, tenant, driver, fix);
+    metrics::counter!("lastmile_gps_updates_total", "result" => outcome.label()).increment(1);
+    outcome
+}
+
+fn check_and_apply(state: &AppState, tenant: &TenantId, driver: &DriverId, fix: &Fix) -> FixOutcome {
+    let point = match GeoPoint::new(fix.lat, fix.lng) {
+        Ok(p) => p,
+        Err(e) => return reject("invalid_location", e.to_string()),
+    };
+    if fix.accuracy_m.is_some_and(|a| !a.is_finite() || a < 0.0)
+        || fix.speed_mps.is_some_and(|s| !s.is_finite() || s < 0.0)
+    {
+        return reject("invalid_location", "accuracy_m and speed_mps must be non-negative numbers");
+    }
+    let at = to_ms(fix.recorded_at);
+    if at > now_ms() + MAX_FUTURE_MS {
+        return reject("timestamp_in_future", "recorded_at is in the future");
+    }
+    let min_interval = Duration::from_millis(state.cfg.gps_min_interval_ms);
+    state.fleet.with_driver(tenant, driver, |d| {
+        d.last_seen = Instant::now();
+        let newest = d.pending.map(|(_, t)| t).unwrap_or(d.last_fix_ms).max(d.last_fix_ms);
+        if at <= newest && d.point.is_some() {
+            return reject("stale_location", "recorded_at is not newer than the last location");
+        }
+        let reference = d.pending.map(|(p, t)| (p, t)).or(d.point.map(|p| (p, d.last_fix_ms)));
+        if let Some((prev, prev_at)) = reference {
+            let dt = ((at - prev_at) as f64 / 1000.0).max(0.001);
+            let dist = prev.distance_m(&point);
+            if dist > 50.0 && dist / dt > MAX_PLAUSIBLE_MPS {
+                return reject("implausible_jump", format!("{dist:.0} m in {dt:.1} s is not plausible"));
+            }
+        }
+        let capped = !min_interval.is_zero() && d.last_accept.is_some_and(|t| t.elapsed() < min_interval);
+        if capped {
+            d.pending = Some((point, at));
+            return FixOutcome::Coalesced;
+        }
+        d.point = Some(point);
+        d.last_fix_ms = at;
+        d.pending = None;
+        d.last_accept = Some(Instant::now());
+        d.moved = true;
+        FixOutcome::Accepted
+    })
+}
+
+/// Every second: apply coalesced fixes whose window passed, persist moved positions and
+/// the history of drivers on active orders, refresh ETAs, and wake tracking streams.
+pub async fn run_flusher(state: AppState, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = interval.tick() => false,
+        };
+        if let Err(e) = flush_once(&state).await {
+            tracing::warn!(error = %format!("{e:#}"), "location flush failed");
+        }
+        if stop {
+            break;
+        }
+    }
+}
+
+pub async fn flush_once(state: &AppState) -> anyhow::Result<()> {
+    state.fleet.apply_pending(Duration::from_millis(state.cfg.gps_min_interval_ms));
+    let moved = state.fleet.take_moved();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let active = state.db.active_deliveries().await?;
+    let by_driver: HashMap<&DriverId, Vec<&lastmile_storage::ActiveDelivery>> =
+        active.iter().fold(HashMap::new(), |mut m, a| {
+            m.entry(&a.driver_id).or_default().push(a);
+            m
+        });
+    let mut latest = Vec::with_capacity(moved.len());
+    let mut history = Vec::new();
+    let mut etas = Vec::new();
+    let now = now_ms();
+    for (driver, tenant, point, at) in moved {
+        let sample = LocationSample {
+            driver_id: driver.clone(),
+            tenant_id: tenant.clone(),
+            order_id: None,
+            lat: point.lat,
+            lng: point.lng,
+            recorded_at: at,
+        };
+        if let Some(orders) = by_driver.get(&driver) {
+            for a in orders {
+                history.push(LocationSample { order_id: Some(a.order_id.0.clone()), ..sample.clone() });
+                if let Some(eta) = eta_for(state, a, point, now) {
+                    etas.push((a.tenant_id.clone(), a.order_id.clone(), eta));
+                }
+                state.hub.bump_order(&a.order_id);
+            }
+        }
+        latest.push(sample);
+    }
+    state.db.record_locations(latest, history).await?;
+    state.db.set_order_etas(etas).await?;
+    Ok(())
+}
+
+/// Dropoff ETA (unix ms) for an active delivery given the driver's position.
+pub fn eta_for(state: &AppState, a: &lastmile_storage::ActiveDelivery, driver: GeoPoint, now: i64) -> Option<i64> {
+    let dropoff = GeoPoint::new(a.dropoff_lat?, a.dropoff_lng?).ok()?;
+    let m = state.fleet.eta;
+    let secs = match a.status {
+        OrderStatus::PickedUp => m.travel_s(&driver, &dropoff) + m.dropoff_handling_s,
+        _ => {
+            let pickup = GeoPoint::new(a.pickup_lat, a.pickup_lng).ok()?;
+            m.dropoff_eta_s(&driver, &pickup, &dropoff, (a.ready_at - now) as f64 / 1000.0)
+        }
+    };
+    Some(now + (secs * 1000.0) as i64)
+}
+
+pub fn fmt_ms(ms: i64) -> DateTime<Utc> {
+    from_ms(ms)
+}

@@ -1,0 +1,113 @@
+//! The realtime hub: wakes the connections of a driver when their inbox grows, and the
+//! tracking streams of an order when it changes. The inbox itself is in the database
+//! (ordered by a per-driver sequence number), so every transport — WebSocket, SSE,
+//! long-poll — reads the same messages and a reconnecting client resumes from its last
+//! seq, across restarts too. The hub holds only wake-ups.
+
+use crate::state::AppState;
+use lastmile_bus::Received;
+use lastmile_core::{DriverId, EventKind, OrderId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct HubInner {
+    /// Newest inbox seq known per driver.
+    drivers: HashMap<DriverId, watch::Sender<i64>>,
+    /// A change counter per tracked order.
+    orders: HashMap<OrderId, watch::Sender<u64>>,
+}
+
+/// Cheap to clone. A std Mutex guards two maps; nothing awaits while holding it.
+#[derive(Clone, Default)]
+pub struct Hub {
+    inner: Arc<Mutex<HubInner>>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn subscribe_driver(&self, driver: &DriverId) -> watch::Receiver<i64> {
+        self.lock().drivers.entry(driver.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// A message with `seq` is committed in this driver's inbox.
+    pub fn bump(&self, driver: &DriverId, seq: i64) {
+        let g = self.lock();
+        if let Some(tx) = g.drivers.get(driver) {
+            tx.send_if_modified(|cur| {
+                if seq > *cur {
+                    *cur = seq;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Wake everyone (after the bus reported lost messages): they re-read the database.
+    pub fn wake_all(&self) {
+        let g = self.lock();
+        for tx in g.drivers.values() {
+            tx.send_modify(|_| {});
+        }
+        for tx in g.orders.values() {
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+
+    pub fn subscribe_order(&self, order: &OrderId) -> watch::Receiver<u64> {
+        self.lock().orders.entry(order.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    pub fn bump_order(&self, order: &OrderId) {
+        let mut g = self.lock();
+        let drop_it = match g.orders.get(order) {
+            Some(tx) if tx.receiver_count() == 0 => true,
+            Some(tx) => {
+                tx.send_modify(|n| *n += 1);
+                false
+            }
+            None => false,
+        };
+        if drop_it {
+            g.orders.remove(order);
+        }
+    }
+}
+
+/// Feed the hub from the bus: inbox appends wake drivers, order events wake trackers.
+pub async fn run_bus_listener(state: AppState, shutdown: CancellationToken) {
+    let mut sub = state.bus.subscribe();
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = sub.recv() => m,
+        };
+        match msg {
+            None => break,
+            Some(Received::Lagged(n)) => {
+                tracing::warn!(missed = n, "realtime hub fell behind the bus; waking every connection");
+                state.hub.wake_all();
+            }
+            Some(Received::Event(e)) => match e.kind {
+                EventKind::InboxAppended => {
+                    if let Some(seq) = e.data.get("seq").and_then(|s| s.as_i64()) {
+                        state.hub.bump(&DriverId(e.subject_id.clone()), seq);
+                    }
+                }
+                EventKind::DriverStatusChanged => {}
+                _ => state.hub.bump_order(&OrderId(e.subject_id.clone())),
+            },
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The driver app's API (device token): status, GPS, offers, the delivery lifecycle, and
+//! the inbox over three transports — WebSocket, SSE and long-poll — all reading the same
+//! persisted, per-driver ordered inbox.
+
+use crate::auth::DriverAuth;
+use crate::error::{ApiError, ApiResult, Json, Path, Query};
+use crate::gps::{self, Fix, FixOutcome};
+use crate::state::AppState;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use lastmile_core::{GeoPoint, OfferId, OrderId, OrderStatus};
+use lastmile_storage::{InboxMessage, StallPolicy};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::time::Duration;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/driver/status", put(set_status))
+        .route("/v1/driver/location", post(post_location))
+        .route("/v1/driver/offers/{offer_id}/accept", post(accept_offer))
+        .route("/v1/driver/offers/{offer_id}/decline", post(decline_offer))
+        .route("/v1/driver/orders/{order_id}/pickup", post(pickup))
+        .route("/v1/driver/orders/{order_id}/deliver", post(deliver))
+        .route("/v1/driver/orders/{order_id}/fail", post(fail))
+        .route("/v1/driver/ws", get(ws))
+        .route("/v1/driver/events", get(sse))
+        .route("/v1/driver/poll", get(poll))
+}
+
+const PAGE: i64 = 500;
+
+#[derive(Debug, Deserialize)]
+pub struct StatusInput {
+    status: String,
+}
+
+#[utoipa::path(put, path = "/v1/driver/status", tag = "driver", request_body(content = Object, description = "{\"status\": \"online|offline|break\"}"), responses((status = 200, description = "Status set")), security(("driver_token" = [])))]
+pub async fn set_status(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    Json(input): Json<StatusInput>,
+) -> ApiResult<Json<Value>> {
+    if !matches!(input.status.as_str(), "online" | "offline" | "break") {
+        return Err(ApiError::validation(vec![("status".into(), "must be online, offline or break".into())]));
+    }
+    state.db.set_driver_status(&auth.tenant_id, &auth.driver_id, &input.status).await?;
+    state.fleet.set_status(&auth.tenant_id, &auth.driver_id, &input.status);
+    Ok(Json(json!({"status": input.status})))
+}
+
+fn outcome_json(i: usize, o: &FixOutcome) -> Value {
+    match o {
+        FixOutcome::Rejected { code, message } => {
+            json!({"index": i, "result": "rejected", "code": code, "message": message})
+        }
+        other => json!({"index": i, "result": other.label()}),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/driver/location", tag = "driver",
+    request_body(content = Object, description = "{lat, lng, accuracy_m?, heading?, speed_mps?, recorded_at} or an array of these"),
+    responses((status = 200, description = "accepted / coalesced per fix"), (status = 422, description = "invalid_location, stale_location, timestamp_in_future, implausible_jump")), security(("driver_token" = [])))]
+pub async fn post_location(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    let parse = |v: Value| {
+        serde_json::from_value::<Fix>(v).map_err(|e| ApiError::unprocessable("invalid_location", e.to_string()))
+    };
+    match body {
+        Value::Array(items) => {
+            let mut fixes = items.into_iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+            fixes.sort_by_key(|f| f.recorded_at);
+            let results: Vec<Value> = fixes
+                .iter()
+                .enumerate()
+                .map(|(i, f)| outcome_json(i, &gps::accept(&state, &auth.tenant_id, &auth.driver_id, f)))
+                .collect();
+            Ok(Json(json!({"results": results})))
+        }
+        single => {
+            let fix = parse(single)?;
+            match gps::accept(&state, &auth.tenant_id, &auth.driver_id, &fix) {
+                FixOutcome::Rejected { code, message } => Err(ApiError::unprocessable(code, message)),
+                ok => Ok(Json(json!({"result": ok.label()}))),
+            }
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/driver/offers/{offer_id}/accept", tag = "driver", params(("offer_id" = String, Path)), responses((status = 200, description = "The assigned order"), (status = 409, description = "offer_closed or driver_at_capacity")), security(("driver_token" = [])))]
+pub async fn accept_offer(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    Path(offer): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(do_accept(&state, &auth, &OfferId(offer)).await?))
+}
+
+async fn do_accept(state: &AppState, auth: &DriverAuth, offer: &OfferId) -> ApiResult<Value> {
+    let order = state
+        .db
+        .accept_offer(&auth.tenant_id, &auth.driver_id, offer)
+        .await
+        .map_err(crate::routes::admin::not_found("offer"))?;
+    Ok(serde_json::to_value(order).map_err(ApiError::internal)?)
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct DeclineInput {
+    reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/driver/offers/{offer_id}/decline", tag = "driver", params(("offer_id" = String, Path)), request_body(content = Object, description = "{\"reason\"}"), responses((status = 200, description = "Declined")), security(("driver_token" = [])))]
+pub async fn decline_offer(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    Path(offer): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let input: DeclineInput = if body.is_empty() {
+        DeclineInput::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?
+    };
+    do_decline(&state, &auth, &OfferId(offer), input.reason.as_deref().unwrap_or("declined")).await?;
+    Ok(Json(json!({"result": "declined"})))
+}
+
+async fn do_decline(state: &AppState, auth: &DriverAuth, offer: &OfferId, reason: &str) -> ApiResult<()> {
+    let policy = StallPolicy { max_attempts: state.cfg.dispatch.max_attempts };
+    state
+        .db
+        .decline_offer(&auth.tenant_id, &auth.driver_id, offer, reason, policy)
+        .await
+        .map_err(crate::routes::admin::not_found("offer"))?;
+    state.fleet.set_busy(&auth.driver_id, false);
+    Ok(())
+}
+
+async fn step(
+    state: &AppState,
+    auth: &DriverAuth,
+    order: String,
+    to: OrderStatus,
+    detail: Value,
+) -> ApiResult<Json<Value>> {
+    let order = state
+        .db
+        .driver_order_step(&auth.tenant_id, &auth.driver_id, &OrderId(order), to, detail)
+        .await
+        .map_err(crate::routes::admin::not_found("order"))?;
+    if to.is_terminal() {
+        state.fleet.set_busy(&auth.driver_id, false);
+    }
+    Ok(Json(serde_json::to_value(order).map_err(ApiError::internal)?))
+}
+
+#[utoipa::path(post, path = "/v1/driver/orders/{order_id}/pickup", tag = "driver", params(("order_id" = String, Path)), responses((status = 200, description = "picked_up")), security(("driver_token" = [])))]
+pub async fn pickup(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    Path(order): Path<String>,
+) -> ApiResult<Json<Value>> {
+    step(&state, &auth, order, OrderStatus::PickedUp, Value::Null).await
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct DeliverInput {
+    photo_url: Option<String>,
+    recipient_name: Option<String>,
+    lat: Option<f64>,
+    lng: Option<f64>,
+}
+
+#[utoipa::path(post, path = "/v1/driver/orders/{order_id}/deliver", tag = "driver", params(("order_id" = String, Path)),
+    request_body(content = Object, description = "optional proof: {photo_url, recipient_name, lat, lng}"), responses((status = 200, description = "delivered")), security(("driver_token" = [])))]
+pub async fn deliver(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    Path(order): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let input: DeliverInput = if body.is_empty() {
+        DeliverInput::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?
+    };
+    // Where was the driver when they marked it delivered? Their fix, else the live index.
+    let at = match (input.lat, input.lng) {
+        (Some(a), Some(b)) => {
+            Some(GeoPoint::new(a, b).map_err(|e| ApiError::unprocessable("invalid_location", e.to_string()))?)
+        }
+        _ => state.fleet.driver(&auth.driver_id).and_then(|d| d.point),
+    };
+    let current = state
+        .db
+        .get_order(&auth.tenant_id, &OrderId(order.clone()))
+        .await
+        .map_err(crate::routes::admin::not_found("order"))?;
+    let distance = at.zip(current.dropoff.point()).map(|(a, d)| a.distance_m(&d));
+    let far = distance.is_some_and(|d| d > state.cfg.dispatch.deliver_distance_flag_m);
+    if far {
+        tracing::warn!(order = %order, distance_m = distance, "delivery marked far from the dropoff");
+    }
+    let detail = json!({"photo_url": input.photo_url, "recipient_name": input.recipient_name, "distance_from_dropoff_m": distance, "far_from_dropoff": far});
+    step(&state, &auth, order, OrderStatus::Delivered, detail).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FailInput {
+    reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/driver/orders/{order_id}/fail", tag = "driver", params(("order_id" = String, Path)), request_body(content = Object, description = "{\"reason\"}"), responses((status = 200, description = "failed")), security(("driver_token" = [])))]
+pub async fn fail(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    Path(order): Path<String>,
+    Json(input): Json<FailInput>,
+) -> ApiResult<Json<Value>> {
+    if input.reason.trim().is_empty() {
+        return Err(ApiError::validation(vec![("reason".into(), "must not be empty".into())]));
+    }
+    step(&state, &auth, order, OrderStatus::Failed, json!({"reason": input.reason})).await
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct AfterQuery {
+    after: Option<i64>,
+    wait: Option<u64>,
+}
+
+fn wire(m: &InboxMessage) -> Value {
+    json!({"seq": m.seq, "type": m.kind, "data": m.data})
+}
+
+#[utoipa::path(get, path = "/v1/driver/poll", tag = "driver", params(("after" = Option<i64>, Query), ("wait" = Option<u64>, Query, description = "seconds, at most 30")),
+    responses((status = 200, description = "{messages: [{seq, type, data}], next}")), security(("driver_token" = [])))]
+pub async fn poll(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    Query(q): Query<AfterQuery>,
+) -> ApiResult<Json<Value>> {
+    let after = q.after.unwrap_or(0).max(0);
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(30));
+    let mut rx = state.hub.subscribe_driver(&auth.driver_id);
+    let mut msgs = state.db.inbox_after(&auth.tenant_id, &auth.driver_id, after, PAGE).await?;
+    if msgs.is_empty() && !wait.is_zero() {
+        let deadline = tokio::time::Instant::now() + wait;
+        while msgs.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => msgs = state.db.inbox_after(&auth.tenant_id, &auth.driver_id, after, PAGE).await?,
+                _ => break,
+            }
+        }
+    }
+    let next = msgs.last().map(|m| m.seq).unwrap_or(after);
+    Ok(Json(json!({"messages": msgs.iter().map(wire).collect::<Vec<_>>(), "next": next})))
+}
+
+#[utoipa::path(get, path = "/v1/driver/events", tag = "driver", params(("after" = Option<i64>, Query)),
+    responses((status = 200, description = "text/event-stream; `id:` is the seq; resume with Last-Event-ID")), security(("driver_token" = [])))]
+pub async fn sse(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    headers: HeaderMap,
+    Query(q): Query<AfterQuery>,
+) -> Response {
+    let last_event_id =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<i64>().ok());
+    let after = last_event_id.or(q.after).unwrap_or(0).max(0);
+    let rx = state.hub.subscribe_driver(&auth.driver_id);
+    let st = (state, auth, rx, after, std::collections::VecDeque::<InboxMessage>::new());
+    let stream = futures::stream::unfold(st, |(state, auth, mut rx, mut after, mut queue)| async move {
+        loop {
+            if let Some(m) = queue.pop_front() {
+                after = m.seq;
+                let ev = SseEvent::default().id(m.seq.to_string()).event(m.kind.clone()).data(wire(&m).to_string());
+                return Some((Ok::<_, Infallible>(ev), (state, auth, rx, after, queue)));
+            }
+            match state.db.inbox_after(&auth.tenant_id, &auth.driver_id, after, PAGE).await {
+                Ok(msgs) if !msgs.is_empty() => queue.extend(msgs),
+                Ok(_) => {
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "SSE inbox read failed");
+                    return None;
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/driver/ws", tag = "driver", params(("after" = Option<i64>, Query), ("token" = Option<String>, Query, description = "for clients that cannot set headers")),
+    responses((status = 101, description = "WebSocket: server sends {seq, type, data}; client sends ack, location, accept, decline")), security(("driver_token" = [])))]
+pub async fn ws(
+    State(state): State<AppState>,
+    auth: DriverAuth,
+    Query(q): Query<AfterQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let after = q.after.unwrap_or(0).max(0);
+    upgrade.max_message_size(64 * 1024).on_upgrade(move |socket| driver_socket(state, auth, socket, after))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Upstream {
+    Ack { seq: i64 },
+    Location { data: Value },
+    Accept { offer_id: String },
+    Decline { offer_id: String, reason: Option<String> },
+}
+
+fn ws_error(code: &str, message: &str) -> Message {
+    Message::Text(json!({"type": "error", "data": {"code": code, "message": message}}).to_string().into())
+}
+
+async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut after: i64) {
+    let (mut tx, mut rx) = socket.split();
+    let mut wake = state.hub.subscribe_driver(&auth.driver_id);
+    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    let mut last_heard = tokio::time::Instant::now();
+    metrics::gauge!("lastmile_driver_sockets").increment(1.0);
+    // Wake at once so the backlog after `after` goes out first.
+    wake.mark_changed();
+    loop {
+        tokio::select! {
+            changed = wake.changed() => {
+                if changed.is_err() { break; }
+                let msgs = match state.db.inbox_after(&auth.tenant_id, &auth.driver_id, after, PAGE).await {
+                    Ok(m) => m,
+                    Err(e) => { tracing::warn!(error = %e, "inbox read failed"); break; }
+                };
+                if msgs.len() as i64 == PAGE { wake.mark_changed(); }
+                let mut failed = false;
+                for m in &msgs {
+                    if tx.send(Message::Text(wire(m).to_string().into())).await.is_err() { failed = true; break; }
+                    after = m.seq;
+                }
+                if failed { break; }
+            }
+            incoming = rx.next() => {
+                let Some(Ok(msg)) = incoming else { break };
+                last_heard = tokio::time::Instant::now();
+                let reply = match msg {
+                    Message::Text(text) => handle_upstream(&state, &auth, text.as_str()).await,
+                    Message::Binary(_) => Some(ws_error("unsupported", "send JSON text messages")),
+                    Message::Close(_) => break,
+                    _ => None,
+                };
+                if let Some(r) = reply {
+                    if tx.send(r).await.is_err() { break; }
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > Duration::from_secs(60) { break; }
+                if tx.send(Message::Ping(Bytes::new())).await.is_err() { break; }
+            }
+        }
+    }
+    metrics::gauge!("lastmile_driver_sockets").decrement(1.0);
+}
+
+async fn handle_upstream(state: &AppState, auth: &DriverAuth, text: &str) -> Option<Message> {
+    let msg: Upstream = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => return Some(ws_error("invalid_message", &e.to_string())),
+    };
+    match msg {
+        Upstream::Ack { seq } => {
+            tracing::trace!(seq, "driver acked");
+            None
+        }
+        Upstream::Location { data } => {
+            let fix: Fix = match serde_json::from_value(data) {
+                Ok(f) => f,
+                Err(e) => return Some(ws_error("invalid_location", &e.to_string())),
+            };
+            match gps::accept(state, &auth.tenant_id, &auth.driver_id, &fix) {
+                FixOutcome::Rejected { code, message } => Some(ws_error(code, &message)),
+                _ => None,
+            }
+        }
+        Upstream::Accept { offer_id } => Some(match do_accept(state, auth, &OfferId(offer_id.clone())).await {
+            Ok(order) => Message::Text(
+                json!({"type": "accepted", "data": {"offer_id": offer_id, "order": order}}).to_string().into(),
+            ),
+            Err(e) => ws_error(e.code, &e.message),
+        }),
+        Upstream::Decline { offer_id, reason } => Some(
+            match do_decline(state, auth, &OfferId(offer_id.clone()), reason.as_deref().unwrap_or("declined")).await {
+                Ok(()) => Message::Text(json!({"type": "declined", "data": {"offer_id": offer_id}}).to_string().into()),
+                Err(e) => ws_error(e.code, &e.message),
+            },
+        ),
+    }
+}

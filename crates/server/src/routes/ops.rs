@@ -1,0 +1,181 @@
+//! Operations: integration health (`GET /v1/integrations`), dead letters and their replay.
+
+use crate::auth::AdminAuth;
+use crate::error::{ApiError, ApiResult, Json, Path, Query};
+use crate::routes::admin::not_found;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use lastmile_core::{DeadLetterId, StoreId, SyncJobId};
+use lastmile_storage::{from_ms, to_ms, DeadLetter, DeadLetterFilter};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/integrations", get(integrations))
+        .route("/v1/dead-letters", get(list_dead_letters))
+        .route("/v1/dead-letters/replay", post(bulk_replay))
+        .route("/v1/dead-letters/{id}/replay", post(replay_one))
+}
+
+#[utoipa::path(get, path = "/v1/integrations", tag = "ops", responses((status = 200, description = "Per store: breaker state, last success and error, backlog, degraded notice")), security(("admin_key" = [])))]
+pub async fn integrations(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<Value>> {
+    let stores = state.db.list_stores(&auth.tenant_id).await?;
+    let backlog: HashMap<String, lastmile_storage::SyncBacklog> =
+        state.db.sync_backlog(&auth.tenant_id).await?.into_iter().map(|b| (b.store_id.clone(), b)).collect();
+    let health: HashMap<String, lastmile_connectors::IntegrationHealth> =
+        state.connectors.snapshot().into_iter().map(|h| (h.store_key.clone(), h)).collect();
+    let mut out = Vec::new();
+    for s in stores.iter().filter(|s| s.platform != lastmile_core::Platform::Native) {
+        let h = health.get(s.id.as_str());
+        let b = backlog.get(s.id.as_str());
+        let pretty = match s.platform {
+            lastmile_core::Platform::Shopify => "Shopify",
+            lastmile_core::Platform::Woocommerce => "WooCommerce",
+            lastmile_core::Platform::Bigcommerce => "BigCommerce",
+            lastmile_core::Platform::Native => "Native",
+        };
+        let oldest = b.and_then(|b| b.oldest_pending_at);
+        let degraded_since = h.and_then(|h| h.degraded_since).or_else(|| {
+            // A backlog older than a minute is a delay even if no call failed yet.
+            oldest.filter(|t| lastmile_storage::now_ms() - t > 60_000).map(from_ms)
+        });
+        let notice = degraded_since.map(|t| format!("{pretty} sync delayed since {}", t.to_rfc3339()));
+        out.push(json!({
+            "store_id": s.id, "store_name": s.name, "platform": s.platform, "tier": s.tier,
+            "breaker": h.map(|h| h.breaker.as_str()).unwrap_or("closed"),
+            "platform_breaker": h.map(|h| h.platform_breaker.as_str()).unwrap_or("closed"),
+            "last_success_at": h.and_then(|h| h.last_success_at),
+            "last_error": h.and_then(|h| h.last_error.clone()),
+            "last_error_at": h.and_then(|h| h.last_error_at),
+            "attempts": h.map(|h| h.attempts).unwrap_or(0),
+            "failures": h.map(|h| h.failures).unwrap_or(0),
+            "backlog": b.map(|b| b.pending).unwrap_or(0),
+            "oldest_pending_at": oldest.map(from_ms),
+            "dead_letters": b.map(|b| b.dead).unwrap_or(0),
+            "degraded": notice,
+        }));
+    }
+    Ok(Json(json!({"integrations": out})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct DeadLetterQuery {
+    kind: Option<String>,
+    platform: Option<String>,
+    store_id: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+    include_replayed: Option<bool>,
+}
+
+impl DeadLetterQuery {
+    fn filter(&self) -> DeadLetterFilter {
+        DeadLetterFilter {
+            kind: self.kind.clone(),
+            platform: self.platform.clone(),
+            store_id: self.store_id.clone(),
+            since: self.since.map(to_ms),
+            until: self.until.map(to_ms),
+            include_replayed: self.include_replayed.unwrap_or(false),
+            limit: self.limit.unwrap_or(100).clamp(1, 1000),
+        }
+    }
+}
+
+fn dl_view(d: &DeadLetter) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
+    v["created_at"] = json!(from_ms(d.created_at));
+    v["replayed_at"] = json!(d.replayed_at.map(from_ms));
+    v["body"] = json!(String::from_utf8_lossy(&d.body));
+    v
+}
+
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "ops",
+    params(("kind" = Option<String>, Query), ("platform" = Option<String>, Query), ("store_id" = Option<String>, Query), ("since" = Option<String>, Query), ("until" = Option<String>, Query)),
+    responses((status = 200, description = "Dead letters with their context")), security(("admin_key" = [])))]
+pub async fn list_dead_letters(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Query(q): Query<DeadLetterQuery>,
+) -> ApiResult<Json<Value>> {
+    let list = state.db.list_dead_letters(&auth.tenant_id, &q.filter()).await?;
+    Ok(Json(json!({"dead_letters": list.iter().map(dl_view).collect::<Vec<_>>()})))
+}
+
+/// Replay one dead letter; idempotent (a succeeded replay is not repeated).
+pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<Value> {
+    if d.replay_outcome.as_deref() == Some("succeeded") {
+        return Ok(json!({"id": d.id, "outcome": "succeeded", "note": "already replayed"}));
+    }
+    let outcome: Result<Value, String> = match d.kind.as_str() {
+        "sync" => {
+            let job = d.context.get("job_id").and_then(|j| j.as_str()).map(|s| SyncJobId(s.to_owned()));
+            match job {
+                Some(job) => match state.db.requeue_sync_job(&d.tenant_id, &job).await {
+                    Ok(requeued) => Ok(json!({"job_id": job, "requeued": requeued})),
+                    Err(e) => Err(e.to_string()),
+                },
+                None => Err("the dead letter names no job".into()),
+            }
+        }
+        _ => {
+            let store =
+                state.db.get_store(&d.tenant_id, &StoreId(d.store_id.clone())).await.map_err(not_found("store"))?;
+            let headers: Vec<(String, String)> = d
+                .headers
+                .as_object()
+                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+                .unwrap_or_default();
+            let res = crate::routes::webhooks::process_verified(state, &store, &headers, d.body.clone(), None).await?;
+            let status = res.status();
+            let body =
+                axum::body::to_bytes(res.into_response().into_body(), 1 << 20).await.map_err(ApiError::internal)?;
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if status.is_success() && v["result"] != "dead_lettered" {
+                Ok(v)
+            } else {
+                Err(format!("still failing: {}", v["error"].as_str().unwrap_or("unprocessable")))
+            }
+        }
+    };
+    let (label, detail) = match &outcome {
+        Ok(v) => ("succeeded", v.clone()),
+        Err(e) => ("failed", json!({"error": e})),
+    };
+    state.db.record_replay(&d.tenant_id, &d.id, label).await?;
+    Ok(json!({"id": d.id, "outcome": label, "detail": detail}))
+}
+
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "ops", params(("id" = String, Path)), responses((status = 200, description = "{id, outcome, detail}")), security(("admin_key" = [])))]
+pub async fn replay_one(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let d = state.db.get_dead_letter(&auth.tenant_id, &DeadLetterId(id)).await.map_err(not_found("dead letter"))?;
+    Ok(Json(replay(&state, &d).await?))
+}
+
+#[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "ops",
+    params(("kind" = Option<String>, Query), ("platform" = Option<String>, Query), ("store_id" = Option<String>, Query), ("since" = Option<String>, Query), ("until" = Option<String>, Query)),
+    responses((status = 200, description = "Every matching dead letter replayed, with outcomes")), security(("admin_key" = [])))]
+pub async fn bulk_replay(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Query(q): Query<DeadLetterQuery>,
+) -> ApiResult<Json<Value>> {
+    let list = state.db.list_dead_letters(&auth.tenant_id, &q.filter()).await?;
+    let mut results = Vec::with_capacity(list.len());
+    for d in &list {
+        results.push(replay(&state, d).await?);
+    }
+    let ok = results.iter().filter(|r| r["outcome"] == "succeeded").count();
+    Ok(Json(json!({"replayed": results.len(), "succeeded": ok, "results": results})))
+}

@@ -1,0 +1,24 @@
+//! The application state: cheap handles shared by every handler and worker.
+
+use crate::config::Config;
+use crate::crypto::Keys;
+use crate::dispatcher::LiveFleet;
+use crate::limits::Limits;
+use crate::realtime::Hub;
+use lastmile_bus::EventBus;
+use lastmile_connectors::ConnectorHub;
+use lastmile_storage::Db;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub cfg: Arc<Config>,
+    pub keys: Arc<Keys>,
+    pub bus: Arc<dyn EventBus>,
+    pub hub: Hub,
+    pub fleet: LiveFleet,
+    pub limits: Arc<Limits>,
+    pub connectors: ConnectorHub,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}

@@ -1,0 +1,5 @@
+//! Black-box tests of the whole server: one integration-test binary.
+
+mod helpers;
+
+mod foundation;
