@@ -115,3 +115,29 @@ mod tests {
         assert_eq!(got, vec![e1.id, e2.id]);
     }
 }
+
+#[cfg(test)]
+mod burst_tests {
+    use super::*;
+    use crate::Received;
+
+    #[tokio::test]
+    async fn jetstream_bus_delivers_a_burst_in_order() {
+        let Ok(url) = std::env::var("LASTMILE_TEST_NATS_URL") else {
+            eprintln!("!!! SKIPPED NATS JetStream burst test: set LASTMILE_TEST_NATS_URL to run it !!!");
+            return;
+        };
+        let bus = NatsBus::connect(&url).await.expect("connect to NATS");
+        let mut sub = bus.subscribe();
+        let events: Vec<_> = (0..200).map(crate::tests::event).collect();
+        for e in &events {
+            bus.publish(e).await.unwrap();
+        }
+        for e in &events {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv()).await {
+                Ok(Some(Received::Event(got))) => assert_eq!(got.id, e.id),
+                other => panic!("at seq {}: {other:?}", e.seq),
+            }
+        }
+    }
+}
