@@ -276,6 +276,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail error type, in a test
     fn env_overrides_file_and_bad_values_are_explained() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("lm.toml", "listen = \"127.0.0.1:9000\"\n[dispatch]\ntick_ms = 250\n")?;

@@ -75,7 +75,7 @@ fn check_and_apply(state: &AppState, tenant: &TenantId, driver: &DriverId, fix: 
         if at <= newest && d.point.is_some() {
             return reject("stale_location", "recorded_at is not newer than the last location");
         }
-        let reference = d.pending.map(|(p, t)| (p, t)).or(d.point.map(|p| (p, d.last_fix_ms)));
+        let reference = d.pending.or(d.point.map(|p| (p, d.last_fix_ms)));
         if let Some((prev, prev_at)) = reference {
             let dt = ((at - prev_at) as f64 / 1000.0).max(0.001);
             let dist = prev.distance_m(&point);

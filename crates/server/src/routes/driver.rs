@@ -113,7 +113,7 @@ async fn do_accept(state: &AppState, auth: &DriverAuth, offer: &OfferId) -> ApiR
         .accept_offer(&auth.tenant_id, &auth.driver_id, offer)
         .await
         .map_err(crate::routes::admin::not_found("offer"))?;
-    Ok(serde_json::to_value(order).map_err(ApiError::internal)?)
+    serde_json::to_value(order).map_err(ApiError::internal)
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -1,6 +1,9 @@
 //! Black-box test support: the real app on port 0 with a fresh database per test, on
 //! SQLite or PostgreSQL.
 
+// Several test binaries include this module; each uses a different part of it.
+#![allow(dead_code)]
+
 use lastmile_server::config::Config;
 use lastmile_server::state::AppState;
 use lastmile_storage::testing::TestDb;
