@@ -310,6 +310,38 @@ async fn outbox_in_commit_order(db: &Db) {
     assert_eq!(db.unpublished_events(100).await.unwrap().len(), 1);
 }
 
+async fn failed_job_leaves_no_partial_write(db: &Db) {
+    // Many jobs share one group commit; the failing ones must leave nothing behind while
+    // their batch-mates commit (invariant 10: no partial writes).
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.write(move |c| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, 0)")
+                        .bind(format!("ten_partial_{i}"))
+                        .bind("p")
+                        .execute(&mut *c)
+                        .await?;
+                    if i % 2 == 1 {
+                        return Err(StorageError::Conflict("injected failure after a write".into()));
+                    }
+                    Ok(())
+                })
+            })
+            .await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().is_ok(), i % 2 == 0);
+    }
+    for i in 0..40 {
+        let found = db.get_tenant(&TenantId(format!("ten_partial_{i}"))).await.is_ok();
+        assert_eq!(found, i % 2 == 0, "job {i}: committed iff it succeeded");
+    }
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,5 +367,6 @@ mod on_both_backends {
         cancel_releases_driver,
         sync_jobs_lease_retry_dead,
         outbox_in_commit_order,
+        failed_job_leaves_no_partial_write,
     );
 }
