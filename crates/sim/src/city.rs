@@ -1,0 +1,209 @@
+//! Running a simulated city against a server: set it up through the admin API (stores
+//! with their webhook secrets, drivers, an API client), release the drivers and the
+//! stores, report progress, and stop on time or on request with a summary.
+
+use crate::client::Api;
+use crate::driver::{self, Fleet};
+use crate::graph::RoadGraph;
+use crate::scenario::{CityConfig, Scenario, Source};
+use crate::stats::{SimStats, Snapshot};
+use crate::store::{self, Storefront};
+use anyhow::Context;
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Stop sending orders after this long (None: until `shutdown`).
+    pub duration: Option<Duration>,
+    /// After the orders stop, let drivers finish deliveries in hand for at most this long.
+    pub drain: Duration,
+    /// Print a progress line this often (None: quiet).
+    pub progress_every: Option<Duration>,
+    /// Stop after this many orders.
+    pub max_orders: Option<u64>,
+    /// Another `.osm.pbf` instead of the embedded Helsinki extract.
+    pub map: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            duration: None,
+            drain: Duration::from_secs(0),
+            progress_every: Some(Duration::from_secs(5)),
+            max_orders: None,
+            map: None,
+        }
+    }
+}
+
+/// How a run went.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub snapshot: Snapshot,
+    pub store_ids: Vec<String>,
+    pub tracking_links: Vec<String>,
+}
+
+pub fn load_graph(map: Option<&std::path::Path>) -> anyhow::Result<RoadGraph> {
+    match map {
+        Some(p) => RoadGraph::from_pbf_file(p),
+        None => RoadGraph::helsinki(),
+    }
+}
+
+/// Create the scenario's stores, drivers and (for native orders) an API client.
+async fn set_up(
+    api: &Api,
+    admin: &str,
+    scenario: &Scenario,
+) -> anyhow::Result<(Vec<String>, Vec<String>, Option<String>)> {
+    let mut store_ids = Vec::with_capacity(scenario.stores.len());
+    for s in &scenario.stores {
+        let body = json!({
+            "name": s.name, "platform": s.source.platform(), "platform_store_id": s.identity,
+            "webhook_secret": s.secret,
+            "pickup": {"lat": s.point.lat, "lng": s.point.lng, "address": s.address},
+        });
+        store_ids.push(api.create_store(admin, &body).await.with_context(|| format!("creating store {}", s.name))?);
+    }
+    let tokens: Vec<anyhow::Result<(usize, String)>> = futures::stream::iter(scenario.drivers.iter())
+        .map(|d| async move {
+            let (_, token) = api.create_driver(admin, &d.name, &d.phone, d.vehicle).await?;
+            Ok((d.index, token))
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut by_index = vec![String::new(); scenario.drivers.len()];
+    for t in tokens {
+        let (i, token) = t.context("creating drivers")?;
+        by_index[i] = token;
+    }
+    let jwt = if scenario.stores.iter().any(|s| s.source == Source::Native) {
+        Some(api.api_client_token(admin, "lastmile-sim").await?)
+    } else {
+        None
+    };
+    Ok((store_ids, by_index, jwt))
+}
+
+/// Tracking links of the first orders (looked up through the admin API).
+async fn tracking_links(api: &Api, admin: &str, stats: &SimStats) -> Vec<String> {
+    let ids = stats.first_orders.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut links = Vec::new();
+    for id in ids {
+        if let Ok(a) = api.call(Method::GET, &format!("/v1/orders/{id}"), admin, None).await {
+            if let Some(t) = a.str("tracking_token") {
+                links.push(api.url(&format!("/v1/track/{t}")));
+            }
+        }
+    }
+    links
+}
+
+/// Run a city against `base` (an API base URL) with a tenant's admin key.
+pub async fn run_city(
+    base: &str,
+    admin_key: &str,
+    cfg: CityConfig,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Outcome> {
+    let say = |line: String| {
+        if opts.progress_every.is_some() {
+            println!("{line}");
+        }
+    };
+    let graph = load_graph(opts.map.as_deref())?;
+    let run_salt = chrono::Utc::now().timestamp_millis() as u64;
+    let run_tag = format!("{:x}", run_salt & 0xFF_FFFF_FFFF);
+    let scenario = Arc::new(Scenario::new(cfg, graph, &run_tag)?);
+    say(format!(
+        "map: {} road nodes, {} directed edges (© OpenStreetMap contributors, ODbL 1.0)",
+        scenario.graph.len(),
+        scenario.graph.edge_count()
+    ));
+    let api = Api::new(base)?;
+    let (store_ids, tokens, jwt) = set_up(&api, admin_key, &scenario).await?;
+    say(format!(
+        "set up {} stores ({}) and {} drivers; seed {}",
+        store_ids.len(),
+        scenario.stores.iter().map(|s| s.source.platform()).collect::<Vec<_>>().join(", "),
+        tokens.len(),
+        scenario.cfg.seed
+    ));
+
+    let stats = Arc::new(SimStats::default());
+    let drivers_stop = CancellationToken::new();
+    let orders_stop = shutdown.child_token();
+    let fleet =
+        Fleet { scenario: scenario.clone(), api: api.clone(), stats: stats.clone(), shutdown: drivers_stop.clone() };
+    let mut drivers = tokio::task::JoinSet::new();
+    for (spec, token) in scenario.drivers.iter().cloned().zip(tokens) {
+        drivers.spawn(driver::drive(fleet.clone(), spec, token));
+    }
+    let front = Storefront {
+        scenario: scenario.clone(),
+        api: api.clone(),
+        stats: stats.clone(),
+        admin_key: admin_key.to_owned(),
+        store_ids: Arc::new(store_ids.clone()),
+        client_jwt: jwt,
+        run_salt,
+    };
+    let sender = tokio::spawn(store::run(front, opts.max_orders, orders_stop.clone()));
+
+    let started = Instant::now();
+    let mut links: Vec<String> = Vec::new();
+    let every = opts.progress_every.unwrap_or(Duration::from_secs(1));
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let until_deadline = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+    let mut draining: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = &mut until_deadline, if draining.is_none() => {
+                orders_stop.cancel();
+                if opts.drain.is_zero() { break; }
+                say(format!("orders stopped; letting drivers finish for up to {:.0} s", opts.drain.as_secs_f64()));
+                draining = Some(tokio::time::Instant::now() + opts.drain);
+            }
+            _ = progress.tick() => {
+                let snap = stats.snapshot(started.elapsed());
+                if links.is_empty() && snap.received > 0 && opts.progress_every.is_some() {
+                    links = tracking_links(&api, admin_key, &stats).await;
+                    for l in &links {
+                        say(format!("track: {l}"));
+                    }
+                }
+                say(snap.progress_line());
+                if let Some(end) = draining {
+                    let in_hand = snap.accepted.saturating_sub(snap.delivered);
+                    if tokio::time::Instant::now() >= end || in_hand == 0 { break; }
+                }
+            }
+        }
+    }
+    orders_stop.cancel();
+    let _ = sender.await;
+    drivers_stop.cancel();
+    while drivers.join_next().await.is_some() {}
+    if links.is_empty() {
+        links = tracking_links(&api, admin_key, &stats).await;
+    }
+    Ok(Outcome { snapshot: stats.snapshot(started.elapsed()), store_ids, tracking_links: links })
+}
