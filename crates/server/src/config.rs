@@ -63,6 +63,10 @@ pub struct Config {
     pub store_intake_concurrency: usize,
     pub store_intake_per_second: u32,
     pub log_format: LogFormat,
+    /// Benchmarks only: mount `POST /v1/bench/baseline/{platform}/{store_id}`, which receives
+    /// and parses a webhook body without verifying or storing it, as `lastmile bench`'s
+    /// same-run baseline. Never enable in production.
+    pub bench_baseline_routes: bool,
     pub dispatch: DispatchConfig,
     pub sync: SyncConfig,
 }
@@ -132,6 +136,7 @@ impl Default for Config {
             store_intake_concurrency: 64,
             store_intake_per_second: 500,
             log_format: LogFormat::Json,
+            bench_baseline_routes: false,
             dispatch: DispatchConfig::default(),
             sync: SyncConfig::default(),
         }

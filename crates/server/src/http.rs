@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::driver::router())
         .merge(routes::track::router())
         .merge(routes::ops::router())
+        .merge(bench_baseline_router(state.cfg.bench_baseline_routes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -37,6 +38,22 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .with_state(state)
+}
+
+/// `lastmile bench ingest`'s same-run baseline, mounted only with `bench_baseline_routes`:
+/// the same bodies through the same middleware, parsed into JSON, never verified or stored.
+fn bench_baseline_router(enabled: bool) -> Router<AppState> {
+    if !enabled {
+        return Router::new();
+    }
+    Router::new().route("/v1/bench/baseline/{platform}/{store_id}", axum::routing::post(bench_baseline))
+}
+
+async fn bench_baseline(body: axum::body::Bytes) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let parsed: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
+    let fields = parsed.as_object().map_or(0, |o| o.len());
+    Ok(axum::Json(serde_json::json!({"order_id": null, "result": "baseline", "fields": fields})))
 }
 
 async fn not_found(req: Request) -> ApiError {
