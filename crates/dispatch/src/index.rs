@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Default cell edge. Smaller cells mean fewer points scanned per query in a dense fleet
-/// and more (mostly empty) cells visited in a sparse one; 250 m measured best for a
-/// city-sized fleet of 10k–100k drivers (see the benchmarks).
+/// and more (mostly empty) cells visited in a sparse one. Of 125–2,000 m, 250 m measured
+/// best for 100k drivers over a city (see the benchmarks); the first search step is sized
+/// from the density around the query, so sparser fleets lose little with it.
 pub const DEFAULT_CELL_M: f64 = 250.0;
 
 /// No two points on the earth are further apart (great-circle) than this.
@@ -217,8 +218,8 @@ impl DriverIndex {
 
     /// Turn the best slots into ids and metres, nearest first. Driver records and id bytes
     /// are scattered over memory: reading them in separate passes lets the CPU wait for all
-    /// of one pass's cache misses at once instead of one after another (measured ~30% of a
-    /// query at 100k drivers before this).
+    /// of one pass's cache misses at once instead of one after another (measured ~15% of a
+    /// query at 100k drivers).
     fn answer(&self, best: Vec<Candidate>) -> Vec<(DriverId, f64)> {
         let tracked: Vec<(&Tracked, f64)> = best.iter().map(|c| (self.tracked_slot(c.slot), c.c2)).collect();
         std::hint::black_box(

@@ -187,3 +187,32 @@ proptest! {
         prop_assert!((optimal - exact).abs() <= 1e-6 * exact.abs().max(1.0), "optimal {} vs dense {}", optimal, exact);
     }
 }
+
+#[test]
+fn nearest_matches_brute_force_in_a_dense_city() {
+    let city = lastmile_dispatch::random_city(9, 0, 20_000);
+    let queries = lastmile_dispatch::random_city(10, 0, 40).drivers;
+    for cell_m in [100.0, 250.0, 1_000.0] {
+        let mut index = DriverIndex::with_cell_size_m(cell_m);
+        for (i, d) in city.drivers.iter().enumerate() {
+            index.upsert(&d.driver_id, d.location, i % 3 != 0);
+        }
+        for (q, &(k, radius_m)) in
+            queries.iter().map(|q| q.location).zip([(1, 50.0), (10, 2_000.0), (40, 5_000.0)].iter().cycle())
+        {
+            let mut want: Vec<f64> = city
+                .drivers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 3 != 0)
+                .map(|(_, d)| q.distance_m(&d.location))
+                .filter(|&d| d <= radius_m)
+                .collect();
+            want.sort_by(f64::total_cmp);
+            want.truncate(k);
+            let got: Vec<f64> = index.nearest(q, k, radius_m).into_iter().map(|(_, d)| d).collect();
+            assert_eq!(got.len(), want.len());
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "{got:?} vs {want:?}");
+        }
+    }
+}

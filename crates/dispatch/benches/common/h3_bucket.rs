@@ -5,7 +5,7 @@
 use h3o::{CellIndex, LatLng, Resolution};
 use lastmile_core::geo::EARTH_RADIUS_M;
 use lastmile_core::{DriverId, GeoPoint};
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 type UnitVec = [f64; 3];
 
@@ -79,8 +79,16 @@ impl H3BucketIndex {
         let q = unit_vec(p);
         let max_c2 = (2.0 * (radius_m / EARTH_RADIUS_M / 2.0).sin()).powi(2);
         let origin = self.cell_of(p);
-        let mut best: BinaryHeap<(u64, u32)> = BinaryHeap::new(); // (c2 bits, slot): c2 ≥ 0 orders as bits
+        // Same top-k as `DriverIndex`: an unordered buffer cut back to k when it reaches 2k.
+        let mut best: Vec<(f64, u32)> = Vec::with_capacity(2 * k);
         let mut kth = f64::INFINITY;
+        let cut = |best: &mut Vec<(f64, u32)>, kth: &mut f64| {
+            if best.len() >= k {
+                best.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+                best.truncate(k);
+                *kth = best.iter().map(|c| c.0).fold(f64::NEG_INFINITY, f64::max);
+            }
+        };
         let mut seen: HashSet<CellIndex> = HashSet::new();
         for ring in 0.. {
             let cells: Vec<CellIndex> = match origin.grid_ring_fast(ring).collect::<Option<Vec<_>>>() {
@@ -94,24 +102,26 @@ impl H3BucketIndex {
                     if c2 > max_c2 || c2 >= kth {
                         continue;
                     }
-                    best.push((c2.to_bits(), slot));
-                    if best.len() > k {
-                        best.pop();
-                    }
-                    if best.len() == k {
-                        kth = f64::from_bits(best.peek().unwrap().0);
+                    best.push((c2, slot));
+                    if best.len() >= 2 * k {
+                        cut(&mut best, &mut kth);
                     }
                 }
             }
+            cut(&mut best, &mut kth);
             let covered = self.covered_m(ring + 1);
             if covered >= radius_m || (best.len() == k && metres_of_chord2(kth) <= covered) {
                 break;
             }
         }
-        let mut found: Vec<(DriverId, f64)> = best
-            .into_iter()
-            .map(|(bits, slot)| (self.drivers[slot as usize].0.clone(), metres_of_chord2(f64::from_bits(bits))))
-            .collect();
+        // Same two-pass id read as `DriverIndex::answer`, so the cache misses overlap.
+        let records: Vec<(&DriverId, f64)> =
+            best.iter().map(|&(c2, slot)| (&self.drivers[slot as usize].0, c2)).collect();
+        std::hint::black_box(
+            records.iter().fold(0u8, |acc, (id, _)| acc ^ id.0.as_bytes().first().copied().unwrap_or(0)),
+        );
+        let mut found: Vec<(DriverId, f64)> =
+            records.into_iter().map(|(id, c2)| (id.clone(), metres_of_chord2(c2))).collect();
         found.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
         found
     }
