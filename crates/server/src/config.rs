@@ -62,6 +62,8 @@ pub struct Config {
     /// Concurrent intake requests per store, and their rate (per second).
     pub store_intake_concurrency: usize,
     pub store_intake_per_second: u32,
+    /// How long a delivery waits for a busy store's slot before `429 store_busy`.
+    pub store_intake_queue_ms: u64,
     pub log_format: LogFormat,
     /// Benchmarks only: mount `POST /v1/bench/baseline/{platform}/{store_id}`, which receives
     /// and parses a webhook body without verifying or storing it, as `lastmile bench`'s
@@ -135,6 +137,7 @@ impl Default for Config {
             raw_payload_retention_days: 30,
             store_intake_concurrency: 64,
             store_intake_per_second: 500,
+            store_intake_queue_ms: 1000,
             log_format: LogFormat::Json,
             bench_baseline_routes: false,
             dispatch: DispatchConfig::default(),

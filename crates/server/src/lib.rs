@@ -74,6 +74,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         cfg.rate_limit_burst,
         cfg.store_intake_per_second,
         cfg.store_intake_concurrency,
+        std::time::Duration::from_millis(cfg.store_intake_queue_ms),
     );
     let connectors = sync_worker::connector_hub(&cfg);
     let hub = realtime::Hub::new();

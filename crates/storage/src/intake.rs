@@ -446,9 +446,10 @@ impl Db {
                         .execute(&mut *c)
                         .await?;
                 }
-                sqlx::query(
+                // Another node may have claimed the key since our read: then it is theirs.
+                let claimed = sqlx::query(
                     "INSERT INTO idempotency_keys (tenant_id, client_id, idem_key, request_hash, state, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, 'in_flight', $5, $6)",
+                     VALUES ($1, $2, $3, $4, 'in_flight', $5, $6) ON CONFLICT (tenant_id, client_id, idem_key) DO NOTHING",
                 )
                 .bind(t.as_str())
                 .bind(&k.client_id)
@@ -457,9 +458,8 @@ impl Db {
                 .bind(now)
                 .bind(now + ttl_ms)
                 .execute(&mut *c)
-                .await
-                .map_err(StorageError::from_db)?;
-                Ok(IdempotencyBegin::Fresh)
+                .await?;
+                Ok(if claimed.rows_affected() == 1 { IdempotencyBegin::Fresh } else { IdempotencyBegin::InFlight })
             })
         })
         .await
@@ -492,6 +492,28 @@ impl Db {
             })
         })
         .await
+    }
+
+    /// An authenticated delivery that could not be normalized: archived like every
+    /// delivery and kept whole as a dead letter for replay, in one commit (invariant 4).
+    pub async fn dead_letter_delivery(
+        &self,
+        src: IntakeSource,
+        raw: RawDelivery,
+        error: &str,
+        context: serde_json::Value,
+    ) -> Result<DeadLetterId> {
+        let id = DeadLetterId::generate();
+        let (i, e) = (id.clone(), error.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                archive_in(c, &src, &raw, "dead_lettered").await?;
+                let (platform, store) = (src.platform.as_str(), src.store_id.as_str());
+                insert_dead_letter_in(c, &i, &src.tenant_id, "intake", platform, store, &raw, &e, &context, 0).await
+            })
+        })
+        .await?;
+        Ok(id)
     }
 
     /// Keep a delivery we could not process, whole, for replay after a fix.

@@ -1,11 +1,10 @@
 //! Operations: integration health (`GET /v1/integrations`), dead letters and their replay.
 
 use crate::auth::AdminAuth;
-use crate::error::{ApiError, ApiResult, Json, Path, Query};
+use crate::error::{ApiResult, Json, Path, Query};
 use crate::routes::admin::not_found;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -133,16 +132,10 @@ pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<Value> {
                 .as_object()
                 .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
                 .unwrap_or_default();
-            let res = crate::routes::webhooks::process_verified(state, &store, &headers, d.body.clone(), None).await?;
-            let status = res.status();
-            let body =
-                axum::body::to_bytes(res.into_response().into_body(), 1 << 20).await.map_err(ApiError::internal)?;
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            if status.is_success() && v["result"] != "dead_lettered" {
-                Ok(v)
-            } else {
-                Err(format!("still failing: {}", v["error"].as_str().unwrap_or("unprocessable")))
-            }
+            // A delivery that still fails is recorded on this dead letter, never kept twice.
+            crate::routes::webhooks::replay_delivery(state, &store, &headers, d.body.clone())
+                .await?
+                .map_err(|e| format!("still failing: {e}"))
         }
     };
     let (label, detail) = match &outcome {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use lastmile_core::{NormalizedOrder, Platform, StoreId};
+use lastmile_core::{Platform, StoreId};
 use lastmile_ingest::{IngestError, Parsed, VerifyKey};
 use lastmile_storage::{IntakeOutcome, IntakeSource, RawDelivery, StoreRecord};
 use serde_json::{json, Value};
@@ -41,14 +41,42 @@ fn archived_headers(pairs: &[(String, String)], custom_header: Option<&str>) -> 
     Value::Object(kept).to_string()
 }
 
-fn answer(status: StatusCode, order_id: Option<&lastmile_core::OrderId>, result: &str, platform: Platform) -> Response {
-    metrics::counter!("lastmile_orders_ingested_total", "platform" => platform.as_str(), "result" => result.to_owned())
-        .increment(1);
-    (status, Json(json!({"order_id": order_id, "result": result}))).into_response()
+/// The answer to a delivery. Made once per delivery, so building one counts it in
+/// `lastmile_orders_ingested_total{platform,result}`.
+struct Answer {
+    status: StatusCode,
+    body: Value,
 }
 
-fn intake_answer(out: IntakeOutcome, platform: Platform) -> Response {
-    answer(StatusCode::OK, out.order_id.as_ref(), out.result.as_str(), platform)
+impl Answer {
+    fn new(status: StatusCode, platform: Platform, result: &str, body: Value) -> Self {
+        let (platform, result) = (platform.as_str(), result.to_owned());
+        metrics::counter!("lastmile_orders_ingested_total", "platform" => platform, "result" => result).increment(1);
+        Answer { status, body }
+    }
+
+    fn result(platform: Platform, order_id: Option<&lastmile_core::OrderId>, result: &str) -> Self {
+        Self::new(StatusCode::OK, platform, result, json!({"order_id": order_id, "result": result}))
+    }
+
+    fn intake(out: IntakeOutcome, platform: Platform) -> Self {
+        Self::result(platform, out.order_id.as_ref(), out.result.as_str())
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// What an authenticated delivery came to.
+enum Processed {
+    /// Committed, queued or deliberately ignored: the answer to send.
+    Answered(Answer),
+    /// Authenticated but not normalizable (now): handed back whole for the caller to keep
+    /// as a dead letter, or, when replaying one, to record that it still fails.
+    Unprocessable { raw: RawDelivery, error: String, context: Value },
 }
 
 fn ingest_error(e: &IngestError) -> ApiError {
@@ -111,13 +139,15 @@ pub async fn platform_webhook(
         }
         Err(e) => return Err(e.into()),
     };
-    let _permit = state.limits.enter_store(store.id.as_str())?;
     let pairs = header_pairs(&headers);
     if platform == Platform::Woocommerce && lastmile_ingest::is_woocommerce_ping(&pairs, &body) {
-        return Ok(answer(StatusCode::OK, None, "ignored", platform));
+        return Ok(Answer::result(platform, None, "ignored").into_response());
     }
     let key = store_key(&state, &store)?;
     verify_with(platform, &pairs, &body, &key).map_err(|e| ingest_error(&e))?;
+    // Only authenticated deliveries spend the store's budget: anyone who learns a store id
+    // could otherwise starve it with unsigned garbage.
+    let _permit = state.limits.enter_store(store.id.as_str()).await?;
     process_verified(&state, &store, &pairs, body.to_vec(), key.custom_header.as_ref().map(|h| h.0.as_str())).await
 }
 
@@ -129,7 +159,7 @@ pub async fn import_orders(State(state): State<AppState>, headers: HeaderMap, bo
     let platform = lastmile_ingest::detect_platform(&pairs, &body)
         .ok_or_else(|| ApiError::bad_request("unknown_platform", "could not tell which platform sent this request"))?;
     if platform == Platform::Woocommerce && lastmile_ingest::is_woocommerce_ping(&pairs, &body) {
-        return Ok(answer(StatusCode::OK, None, "ignored", platform));
+        return Ok(Answer::result(platform, None, "ignored").into_response());
     }
     let identity = lastmile_ingest::store_identity(platform, &pairs, &body)
         .ok_or_else(|| ApiError::bad_request("missing_store_identity", "the request does not name its store"))?;
@@ -143,7 +173,7 @@ pub async fn import_orders(State(state): State<AppState>, headers: HeaderMap, bo
         let key = store_key(&state, store)?;
         match verify_with(platform, &pairs, &body, &key) {
             Ok(()) => {
-                let _permit = state.limits.enter_store(store.id.as_str())?;
+                let _permit = state.limits.enter_store(store.id.as_str()).await?;
                 return process_verified(
                     &state,
                     store,
@@ -160,67 +190,80 @@ pub async fn import_orders(State(state): State<AppState>, headers: HeaderMap, bo
 }
 
 /// Parse, normalize and commit an authenticated delivery. Anything that cannot be
-/// normalized is kept whole as a dead letter (invariant 4).
-pub async fn process_verified(
+/// normalized is kept whole as a dead letter (invariant 4) and answered 202.
+async fn process_verified(
     state: &AppState,
     store: &StoreRecord,
     pairs: &[(String, String)],
     body: Vec<u8>,
     custom_header: Option<&str>,
 ) -> ApiResult<Response> {
-    let platform = store.platform;
-    let src = IntakeSource { tenant_id: store.tenant_id.clone(), store_id: store.id.clone(), platform };
     let raw = RawDelivery { headers_json: archived_headers(pairs, custom_header), body };
-    let parsed = match lastmile_ingest::parse(platform, pairs, &raw.body) {
-        Ok(p) => p,
-        Err(e) => return dead_letter(state, store, raw, &e.to_string(), json!({"stage": "parse"})).await,
-    };
-    match parsed {
-        Parsed::Order { order, .. } => commit_order(state, src, order, raw).await,
-        Parsed::Deleted { platform_order_id, .. } => {
-            Ok(intake_answer(state.db.intake_platform_delete(src, platform_order_id, raw).await?, platform))
-        }
-        Parsed::Ping => Ok(answer(StatusCode::OK, None, "ignored", platform)),
-        Parsed::Ignored { topic, reason } => {
-            tracing::info!(%topic, %reason, "delivery ignored");
-            state.db.archive_delivery(src, raw, "ignored").await?;
-            Ok(answer(StatusCode::OK, None, "ignored", platform))
-        }
-        Parsed::NeedsFetch { platform_order_id, delivery_id, .. } => {
-            fetch_and_commit(state, store, src, platform_order_id, delivery_id, raw).await
+    match process(state, store, pairs, raw).await? {
+        Processed::Answered(answer) => Ok(answer.into_response()),
+        Processed::Unprocessable { raw, error, context } => {
+            let id = state.db.dead_letter_delivery(source(store), raw, &error, context).await?;
+            let body = json!({"order_id": null, "result": "dead_lettered", "dead_letter_id": id, "error": error});
+            Ok(Answer::new(StatusCode::ACCEPTED, store.platform, "dead_lettered", body).into_response())
         }
     }
 }
 
-async fn commit_order(
-    state: &AppState,
-    src: IntakeSource,
-    order: NormalizedOrder,
-    raw: RawDelivery,
-) -> ApiResult<Response> {
-    let platform = src.platform;
-    let out = state.db.intake_platform_order(src, order, raw).await?;
-    Ok(intake_answer(out, platform))
-}
-
-async fn dead_letter(
+/// Run a dead-lettered delivery through intake again, after a fix. `Ok(answer)` when it
+/// goes through now; `Err(why)` when it still cannot be normalized, for the caller to
+/// record on the existing dead letter (a failed replay never keeps a second copy).
+pub async fn replay_delivery(
     state: &AppState,
     store: &StoreRecord,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> ApiResult<Result<Value, String>> {
+    let raw = RawDelivery { headers_json: archived_headers(headers, None), body };
+    Ok(match process(state, store, headers, raw).await? {
+        Processed::Answered(answer) => Ok(answer.body),
+        Processed::Unprocessable { error, .. } => Err(error),
+    })
+}
+
+fn source(store: &StoreRecord) -> IntakeSource {
+    IntakeSource { tenant_id: store.tenant_id.clone(), store_id: store.id.clone(), platform: store.platform }
+}
+
+async fn process(
+    state: &AppState,
+    store: &StoreRecord,
+    pairs: &[(String, String)],
     raw: RawDelivery,
-    error: &str,
-    ctx: Value,
-) -> ApiResult<Response> {
-    let id = state.db.dead_letter(&store.tenant_id, "intake", store.platform, &store.id, raw, error, ctx).await?;
-    metrics::counter!("lastmile_orders_ingested_total", "platform" => store.platform.as_str(), "result" => "dead_lettered").increment(1);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"order_id": null, "result": "dead_lettered", "dead_letter_id": id, "error": error})),
-    )
-        .into_response())
+) -> ApiResult<Processed> {
+    let platform = store.platform;
+    let src = source(store);
+    let parsed = match lastmile_ingest::parse(platform, pairs, &raw.body) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(Processed::Unprocessable { raw, error: e.to_string(), context: json!({"stage": "parse"}) })
+        }
+    };
+    let answer = match parsed {
+        Parsed::Order { order, .. } => Answer::intake(state.db.intake_platform_order(src, order, raw).await?, platform),
+        Parsed::Deleted { platform_order_id, .. } => {
+            Answer::intake(state.db.intake_platform_delete(src, platform_order_id, raw).await?, platform)
+        }
+        Parsed::Ping => Answer::result(platform, None, "ignored"),
+        Parsed::Ignored { topic, reason } => {
+            tracing::info!(%topic, %reason, "delivery ignored");
+            state.db.archive_delivery(src, raw, "ignored").await?;
+            Answer::result(platform, None, "ignored")
+        }
+        Parsed::NeedsFetch { platform_order_id, delivery_id, .. } => {
+            return fetch_and_commit(state, store, src, platform_order_id, delivery_id, raw).await
+        }
+    };
+    Ok(Processed::Answered(answer))
 }
 
 /// BigCommerce bodies carry only ids: fetch the order now; if the store cannot be reached,
-/// keep the delivery as a fetch job that the sync worker retries (never lost).
+/// keep the delivery as a fetch job that the sync worker retries (never lost) and answer
+/// 202 `queued` — a result beyond the contract's list, documented in docs/api.md.
 async fn fetch_and_commit(
     state: &AppState,
     store: &StoreRecord,
@@ -228,33 +271,24 @@ async fn fetch_and_commit(
     platform_order_id: String,
     delivery_id: Option<String>,
     raw: RawDelivery,
-) -> ApiResult<Response> {
+) -> ApiResult<Processed> {
     let target = crate::sync_worker::store_target(state, store)?;
+    let unprocessable = |raw, error: String, stage: &str| {
+        let context = json!({"stage": stage, "platform_order_id": platform_order_id});
+        Ok(Processed::Unprocessable { raw, error, context })
+    };
     match state.connectors.fetch_bigcommerce_order(&target, &platform_order_id).await {
         Ok(bodies) => {
             match lastmile_ingest::normalize_bigcommerce(&bodies.order, &bodies.products, &bodies.shipping_addresses) {
-                Ok(order) => commit_order(state, src, order, raw).await,
-                Err(e) => {
-                    dead_letter(
-                        state,
-                        store,
-                        raw,
-                        &e.to_string(),
-                        json!({"stage": "normalize_fetched_order", "platform_order_id": platform_order_id}),
-                    )
-                    .await
+                Ok(order) => {
+                    let out = state.db.intake_platform_order(src, order, raw).await?;
+                    Ok(Processed::Answered(Answer::intake(out, store.platform)))
                 }
+                Err(e) => unprocessable(raw, e.to_string(), "normalize_fetched_order"),
             }
         }
         Err(lastmile_connectors::FetchError::NotFound) => {
-            dead_letter(
-                state,
-                store,
-                raw,
-                "the platform has no such order",
-                json!({"stage": "fetch", "platform_order_id": platform_order_id}),
-            )
-            .await
+            unprocessable(raw, "the platform has no such order".into(), "fetch")
         }
         Err(e) => {
             tracing::warn!(error = %e, store = %store.id, "BigCommerce order fetch failed; queued for retry");
@@ -264,13 +298,8 @@ async fn fetch_and_commit(
                 .enqueue_fetch_job(&store.tenant_id, &store.id, store.platform, &platform_order_id, &key)
                 .await?;
             state.db.archive_delivery(src, raw, "queued").await?;
-            metrics::counter!("lastmile_orders_ingested_total", "platform" => "bigcommerce", "result" => "queued")
-                .increment(1);
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"order_id": null, "result": "queued", "job_id": job, "error": e.to_string()})),
-            )
-                .into_response())
+            let body = json!({"order_id": null, "result": "queued", "job_id": job, "error": e.to_string()});
+            Ok(Processed::Answered(Answer::new(StatusCode::ACCEPTED, store.platform, "queued", body)))
         }
     }
 }
