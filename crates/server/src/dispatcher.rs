@@ -9,10 +9,13 @@ use crate::config::{Config, MatcherKind};
 use crate::state::AppState;
 use lastmile_core::{DriverId, EtaModel, GeoPoint, OrderId, TenantId};
 use lastmile_dispatch::{assign, due_orders, CostModel, DriverIndex, DriverSlot, Matcher, OrderSlot};
-use lastmile_storage::{now_ms, to_ms, Db, StallPolicy};
+use lastmile_storage::{to_ms, Db, StallPolicy};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's Instant, not std's: presence and the GPS cap follow tokio's clock, so tests can
+// pause and advance it (it is the monotonic clock in production).
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -22,7 +25,7 @@ pub struct DriverLive {
     pub point: Option<GeoPoint>,
     /// `recorded_at` of the newest accepted fix (ms), to reject older ones.
     pub last_fix_ms: i64,
-    /// When we last accepted a fix (wall clock), for the per-driver cap.
+    /// When we last accepted a fix, for the per-driver cap.
     pub last_accept: Option<Instant>,
     /// Newest fix that arrived inside the cap window; applied when the window ends.
     pub pending: Option<(GeoPoint, i64)>,
@@ -107,6 +110,13 @@ impl LiveFleet {
         entry.status = status.to_owned();
         entry.last_seen = Instant::now();
         refresh_index(&mut g, driver);
+    }
+
+    /// The driver's app spoke (any message on its socket): a heartbeat for presence.
+    pub fn heard_from(&self, driver: &DriverId) {
+        if let Some(d) = self.lock().drivers.get_mut(driver) {
+            d.last_seen = Instant::now();
+        }
     }
 
     pub fn remove(&self, driver: &DriverId) {
@@ -256,7 +266,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 pub async fn tick_once(state: &AppState) -> anyhow::Result<usize> {
     let cfg = &state.cfg.dispatch;
     let policy = StallPolicy { max_attempts: cfg.max_attempts };
-    let now = now_ms();
+    let now = state.clock.now_ms();
     state.db.expire_offers(now, policy).await?;
     state.db.stall_waiting_orders(now, cfg.max_wait_s as i64 * 1000).await?;
     for (tenant, driver) in state.fleet.silent_drivers(Duration::from_secs(state.cfg.presence_timeout_s)) {
@@ -316,7 +326,8 @@ pub async fn tick_once(state: &AppState) -> anyhow::Result<usize> {
 
 async fn send_offer(state: &AppState, tenant: TenantId, order: OrderId, driver: DriverId) -> bool {
     state.fleet.set_busy(&driver, true);
-    match state.db.create_offer(&tenant, &order, &driver, state.cfg.dispatch.offer_ttl_s as i64 * 1000).await {
+    let ttl_ms = state.cfg.dispatch.offer_ttl_s as i64 * 1000;
+    match state.db.create_offer(&tenant, &order, &driver, state.clock.now_ms(), ttl_ms).await {
         Ok((_offer, seq)) => {
             metrics::counter!("lastmile_offers_sent_total").increment(1);
             state.hub.bump(&driver, seq);

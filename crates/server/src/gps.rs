@@ -3,11 +3,12 @@
 
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use lastmile_core::{DriverId, GeoPoint, OrderStatus, TenantId};
-use lastmile_storage::{from_ms, now_ms, to_ms, LocationSample};
+use lastmile_core::{DriverId, GeoPoint, Order, OrderStatus, TenantId};
+use lastmile_storage::{from_ms, to_ms, ActiveDelivery, LocationSample};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Faster than this between two fixes is not a car in a city (≈ 250 km/h).
@@ -65,7 +66,7 @@ fn check_and_apply(state: &AppState, tenant: &TenantId, driver: &DriverId, fix: 
         return reject("invalid_location", "accuracy_m and speed_mps must be non-negative numbers");
     }
     let at = to_ms(fix.recorded_at);
-    if at > now_ms() + MAX_FUTURE_MS {
+    if at > state.clock.now_ms() + MAX_FUTURE_MS {
         return reject("timestamp_in_future", "recorded_at is in the future");
     }
     let min_interval = Duration::from_millis(state.cfg.gps_min_interval_ms);
@@ -123,15 +124,14 @@ pub async fn flush_once(state: &AppState) -> anyhow::Result<()> {
         return Ok(());
     }
     let active = state.db.active_deliveries().await?;
-    let by_driver: HashMap<&DriverId, Vec<&lastmile_storage::ActiveDelivery>> =
-        active.iter().fold(HashMap::new(), |mut m, a| {
-            m.entry(&a.driver_id).or_default().push(a);
-            m
-        });
+    let by_driver: HashMap<&DriverId, Vec<&ActiveDelivery>> = active.iter().fold(HashMap::new(), |mut m, a| {
+        m.entry(&a.driver_id).or_default().push(a);
+        m
+    });
     let mut latest = Vec::with_capacity(moved.len());
     let mut history = Vec::new();
     let mut etas = Vec::new();
-    let now = now_ms();
+    let now = state.clock.now_ms();
     for (driver, tenant, point, at) in moved {
         let sample = LocationSample {
             driver_id: driver.clone(),
@@ -157,8 +157,28 @@ pub async fn flush_once(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Dropoff ETA (unix ms) for an order its driver holds, from the driver's live position;
+/// None when the order holds no driver or a position is unknown.
+pub async fn live_eta(state: &AppState, order: &Order) -> anyhow::Result<Option<i64>> {
+    let Some(driver) = order.driver_id.as_ref().filter(|_| order.status.holds_driver()) else { return Ok(None) };
+    let Some(point) = state.fleet.driver(driver).and_then(|d| d.point) else { return Ok(None) };
+    let store = state.db.get_store(&order.tenant_id, &order.store_id).await?;
+    let a = ActiveDelivery {
+        tenant_id: order.tenant_id.clone(),
+        driver_id: driver.clone(),
+        order_id: order.id.clone(),
+        status: order.status,
+        pickup_lat: store.pickup_lat,
+        pickup_lng: store.pickup_lng,
+        dropoff_lat: order.dropoff.lat,
+        dropoff_lng: order.dropoff.lng,
+        ready_at: to_ms(order.ready_at),
+    };
+    Ok(eta_for(state, &a, point, state.clock.now_ms()))
+}
+
 /// Dropoff ETA (unix ms) for an active delivery given the driver's position.
-pub fn eta_for(state: &AppState, a: &lastmile_storage::ActiveDelivery, driver: GeoPoint, now: i64) -> Option<i64> {
+pub fn eta_for(state: &AppState, a: &ActiveDelivery, driver: GeoPoint, now: i64) -> Option<i64> {
     let dropoff = GeoPoint::new(a.dropoff_lat?, a.dropoff_lng?).ok()?;
     let m = state.fleet.eta;
     let secs = match a.status {

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dispatcher;
@@ -86,6 +87,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         bus,
         hub,
         fleet,
+        clock: clock::Clock::new(),
         limits: Arc::new(limits),
         connectors,
         metrics: telemetry::metrics_handle(),

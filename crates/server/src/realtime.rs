@@ -10,7 +10,7 @@ use lastmile_core::{DriverId, EventKind, OrderId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 #[derive(Default)]
 struct HubInner {
@@ -24,6 +24,10 @@ struct HubInner {
 #[derive(Clone, Default)]
 pub struct Hub {
     inner: Arc<Mutex<HubInner>>,
+    /// Cancelled when the server shuts down: every open connection (WebSocket, SSE,
+    /// long-poll) ends, so a graceful shutdown is not held open by connected clients, who
+    /// reconnect elsewhere with their last seq.
+    closing: CancellationToken,
 }
 
 impl Hub {
@@ -33,6 +37,16 @@ impl Hub {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// End every connection the hub serves (see `closing`).
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Resolves when the hub closes; connections select on it.
+    pub fn closed(&self) -> WaitForCancellationFutureOwned {
+        self.closing.clone().cancelled_owned()
     }
 
     pub fn subscribe_driver(&self, driver: &DriverId) -> watch::Receiver<i64> {
@@ -85,7 +99,8 @@ impl Hub {
     }
 }
 
-/// Feed the hub from the bus: inbox appends wake drivers, order events wake trackers.
+/// Feed the hub from the bus: inbox appends wake drivers, order events wake trackers. On
+/// shutdown, close the hub so its connections end.
 pub async fn run_bus_listener(state: AppState, shutdown: CancellationToken) {
     let mut sub = state.bus.subscribe();
     loop {
@@ -94,7 +109,11 @@ pub async fn run_bus_listener(state: AppState, shutdown: CancellationToken) {
             m = sub.recv() => m,
         };
         match msg {
-            None => break,
+            None => {
+                tracing::error!("event bus subscription ended: connections wake only on local offers until restart");
+                shutdown.cancelled().await;
+                break;
+            }
             Some(Received::Lagged(n)) => {
                 tracing::warn!(missed = n, "realtime hub fell behind the bus; waking every connection");
                 state.hub.wake_all();
@@ -110,4 +129,5 @@ pub async fn run_bus_listener(state: AppState, shutdown: CancellationToken) {
             },
         }
     }
+    state.hub.close();
 }

@@ -1,5 +1,6 @@
 //! The application state: cheap handles shared by every handler and worker.
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::Keys;
 use crate::dispatcher::LiveFleet;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub bus: Arc<dyn EventBus>,
     pub hub: Hub,
     pub fleet: LiveFleet,
+    /// Offer deadlines and dispatch timing follow this clock (tokio's, so tests can pause it).
+    pub clock: Clock,
     pub limits: Arc<Limits>,
     pub connectors: ConnectorHub,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,

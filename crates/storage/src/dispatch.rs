@@ -79,6 +79,29 @@ pub async fn push_inbox_in(
     Ok(seq)
 }
 
+/// Decide a pending offer: `accepted`, `declined`, `expired` or `cancelled`. Conditional on
+/// `pending`, so of two nodes deciding one offer at once exactly one wins (PostgreSQL
+/// re-checks the row once the winner commits; SQLite has one writer). Returns whether this
+/// call decided it; the loser must not act on the offer (invariant 6: an accept and a
+/// decline or expiry racing must not both take effect).
+async fn close_offer_in(c: &mut WriteConn, offer: &str, to: &str, reason: Option<&str>, now: i64) -> Result<bool> {
+    let done =
+        sqlx::query("UPDATE offers SET state = $1, reason = $2, decided_at = $3 WHERE id = $4 AND state = 'pending'")
+            .bind(to)
+            .bind(reason.map(str::to_owned))
+            .bind(now)
+            .bind(offer)
+            .execute(&mut *c)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The state an offer is in now (after losing a race to decide it).
+async fn offer_state_in(c: &mut WriteConn, offer: &str) -> Result<String> {
+    let row = sqlx::query("SELECT state FROM offers WHERE id = $1").bind(offer).fetch_one(&mut *c).await?;
+    get(&row, "state")
+}
+
 /// Take an order away from whoever holds it (pending offer or assignment) and tell them.
 pub(crate) async fn release_order_in(c: &mut WriteConn, order: &Order, inbox_kind: &str, reason: &str) -> Result<()> {
     let now = now_ms();
@@ -90,14 +113,11 @@ pub(crate) async fn release_order_in(c: &mut WriteConn, order: &Order, inbox_kin
         if let Some(row) = row {
             let offer: String = get(&row, "id")?;
             let driver = DriverId(get(&row, "driver_id")?);
-            sqlx::query("UPDATE offers SET state = 'cancelled', reason = $1, decided_at = $2 WHERE id = $3")
-                .bind(reason)
-                .bind(now)
-                .bind(&offer)
-                .execute(&mut *c)
-                .await?;
-            let data = serde_json::json!({"order_id": order.id, "offer_id": offer, "reason": reason});
-            push_inbox_in(c, &order.tenant_id, &driver, inbox_kind, data).await?;
+            // Lost to an accept meanwhile: the order's status update below then fails too.
+            if close_offer_in(c, &offer, "cancelled", Some(reason), now).await? {
+                let data = serde_json::json!({"order_id": order.id, "offer_id": offer, "reason": reason});
+                push_inbox_in(c, &order.tenant_id, &driver, inbox_kind, data).await?;
+            }
         }
     }
     if order.status.holds_driver() {
@@ -107,11 +127,16 @@ pub(crate) async fn release_order_in(c: &mut WriteConn, order: &Order, inbox_kin
             .await?;
         if let Some(row) = row {
             let driver = DriverId(get(&row, "driver_id")?);
-            sqlx::query("UPDATE assignments SET active = 0, released_at = $1 WHERE order_id = $2 AND active = 1")
-                .bind(now)
-                .bind(order.id.as_str())
-                .execute(&mut *c)
-                .await?;
+            let released =
+                sqlx::query("UPDATE assignments SET active = 0, released_at = $1 WHERE order_id = $2 AND active = 1")
+                    .bind(now)
+                    .bind(order.id.as_str())
+                    .execute(&mut *c)
+                    .await?;
+            // Released by a racing request meanwhile: the counter was decremented there.
+            if released.rows_affected() == 0 {
+                return Ok(());
+            }
             sqlx::query("UPDATE drivers SET active_count = active_count - 1 WHERE id = $1")
                 .bind(driver.as_str())
                 .execute(&mut *c)
@@ -212,12 +237,14 @@ impl Db {
     }
 
     /// Offer an order to a driver: the order moves to `dispatching` and the offer lands in
-    /// the driver's inbox, atomically. Fails if the order moved on meanwhile.
+    /// the driver's inbox, atomically. Fails if the order moved on meanwhile. The offer
+    /// expires `ttl_ms` after `now` (the caller's clock, which also runs [`Db::expire_offers`]).
     pub async fn create_offer(
         &self,
         tenant: &TenantId,
         order: &OrderId,
         driver: &DriverId,
+        now: i64,
         ttl_ms: i64,
     ) -> Result<(OfferId, i64)> {
         let (t, o, d) = (tenant.clone(), order.clone(), driver.clone());
@@ -236,7 +263,6 @@ impl Db {
                 }
                 set_status_in(c, &order, OrderStatus::Dispatching, None, None).await?;
                 let offer = OfferId::generate();
-                let now = now_ms();
                 let expires = now + ttl_ms;
                 sqlx::query("INSERT INTO offers (id, tenant_id, order_id, driver_id, state, expires_at, created_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6)")
                     .bind(offer.as_str())
@@ -266,9 +292,10 @@ impl Db {
         .await
     }
 
-    /// The driver takes the offer. Capacity is enforced by the database: the counter
-    /// update is conditional and a CHECK constraint backs it.
-    pub async fn accept_offer(&self, tenant: &TenantId, driver: &DriverId, offer: &OfferId) -> Result<Order> {
+    /// The driver takes the offer, if it is still pending and not past its deadline at
+    /// `now`. Capacity is enforced by the database: the counter update is conditional and a
+    /// CHECK constraint backs it.
+    pub async fn accept_offer(&self, tenant: &TenantId, driver: &DriverId, offer: &OfferId, now: i64) -> Result<Order> {
         let (t, d, f) = (tenant.clone(), driver.clone(), offer.clone());
         self.write(move |c| {
             Box::pin(async move {
@@ -276,8 +303,11 @@ impl Db {
                 if state != "pending" {
                     return Err(StorageError::OfferClosed(state));
                 }
-                if expires <= now_ms() {
+                if expires <= now {
                     return Err(StorageError::OfferClosed("expired".into()));
+                }
+                if !close_offer_in(c, f.as_str(), "accepted", None, now).await? {
+                    return Err(StorageError::OfferClosed(offer_state_in(c, f.as_str()).await?));
                 }
                 let bumped = sqlx::query("UPDATE drivers SET active_count = active_count + 1 WHERE tenant_id = $1 AND id = $2 AND active_count < capacity")
                     .bind(t.as_str())
@@ -288,8 +318,6 @@ impl Db {
                 if bumped.rows_affected() == 0 {
                     return Err(StorageError::AtCapacity);
                 }
-                let now = now_ms();
-                sqlx::query("UPDATE offers SET state = 'accepted', decided_at = $1 WHERE id = $2").bind(now).bind(f.as_str()).execute(&mut *c).await?;
                 sqlx::query("INSERT INTO assignments (order_id, tenant_id, driver_id, active, created_at) VALUES ($1, $2, $3, 1, $4)")
                     .bind(order_id.as_str())
                     .bind(t.as_str())
@@ -322,12 +350,9 @@ impl Db {
                 if state != "pending" {
                     return Err(StorageError::OfferClosed(state));
                 }
-                sqlx::query("UPDATE offers SET state = 'declined', reason = $1, decided_at = $2 WHERE id = $3")
-                    .bind(&r)
-                    .bind(now_ms())
-                    .bind(f.as_str())
-                    .execute(&mut *c)
-                    .await?;
+                if !close_offer_in(c, f.as_str(), "declined", Some(&r), now_ms()).await? {
+                    return Err(StorageError::OfferClosed(offer_state_in(c, f.as_str()).await?));
+                }
                 insert_event(
                     c,
                     &t,
@@ -351,17 +376,22 @@ impl Db {
                     .bind(now)
                     .fetch_all(&mut *c)
                     .await?;
+                let mut expired = 0;
                 for row in &rows {
                     let (id, t, o, d): (String, String, String, String) =
                         (get(row, "id")?, get(row, "tenant_id")?, get(row, "order_id")?, get(row, "driver_id")?);
                     let (t, o, d) = (TenantId(t), OrderId(o), DriverId(d));
-                    sqlx::query("UPDATE offers SET state = 'expired', decided_at = $1 WHERE id = $2").bind(now).bind(&id).execute(&mut *c).await?;
+                    // Accepted or declined on another node since the SELECT: theirs stands.
+                    if !close_offer_in(c, &id, "expired", None, now).await? {
+                        continue;
+                    }
+                    expired += 1;
                     push_inbox_in(c, &t, &d, "offer_expired", serde_json::json!({"offer_id": id, "order_id": o})).await?;
                     insert_event(c, &t, EventKind::OfferExpired, o.as_str(), serde_json::json!({"order_id": o, "offer_id": id, "driver_id": d})).await?;
                     let order = load_order_in(c, &t, &o).await?;
                     back_to_matching_in(c, &order, policy, "offer expired").await?;
                 }
-                Ok(rows.len())
+                Ok(expired)
             })
         })
         .await
@@ -579,7 +609,9 @@ impl Db {
         self.write(move |c| {
             Box::pin(async move {
                 for (t, o, eta) in &etas {
-                    sqlx::query("UPDATE orders SET eta_at = $1 WHERE tenant_id = $2 AND id = $3")
+                    // Only while a driver holds it: a fix computed before the delivery must
+                    // not give a finished order an ETA again.
+                    sqlx::query("UPDATE orders SET eta_at = $1 WHERE tenant_id = $2 AND id = $3 AND status IN ('assigned', 'picked_up')")
                         .bind(*eta)
                         .bind(t.as_str())
                         .bind(o.as_str())

@@ -82,10 +82,12 @@ pub(crate) async fn set_status_in(
     if !order.status.can_move_to(to) {
         return Err(StorageError::InvalidTransition { from: order.status.to_string(), to: to.to_string() });
     }
-    let done = sqlx::query(
-        "UPDATE orders SET status = $1, status_reason = $2, driver_id = $3, updated_at = $4 \
-         WHERE tenant_id = $5 AND id = $6 AND status = $7",
-    )
+    // An ETA describes a delivery under way: it goes when no driver holds the order.
+    let clear_eta = if to.holds_driver() { "" } else { ", eta_at = NULL" };
+    let done = sqlx::query(&format!(
+        "UPDATE orders SET status = $1, status_reason = $2, driver_id = $3, updated_at = $4{clear_eta} \
+         WHERE tenant_id = $5 AND id = $6 AND status = $7"
+    ))
     .bind(to.as_str())
     .bind(reason)
     .bind(driver.map(|d| d.as_str().to_owned()))
@@ -256,12 +258,13 @@ impl Db {
         .await
     }
 
-    /// Write the ETA the dispatcher computed (not an event: it changes with every GPS fix).
+    /// Write the ETA the dispatcher computed (not an event: it changes with every GPS fix);
+    /// ignored unless a driver holds the order.
     pub async fn set_order_eta(&self, tenant: &TenantId, id: &OrderId, eta_ms: i64) -> Result<()> {
         let (t, i) = (tenant.clone(), id.clone());
         self.write(move |c| {
             Box::pin(async move {
-                sqlx::query("UPDATE orders SET eta_at = $1 WHERE tenant_id = $2 AND id = $3")
+                sqlx::query("UPDATE orders SET eta_at = $1 WHERE tenant_id = $2 AND id = $3 AND status IN ('assigned', 'picked_up')")
                     .bind(eta_ms)
                     .bind(t.as_str())
                     .bind(i.as_str())

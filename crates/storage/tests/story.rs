@@ -205,11 +205,12 @@ async fn offers_capacity_and_lifecycle(db: &Db) {
     db.set_driver_status(&t, &d.id, "online").await.unwrap();
     let a = db.intake_platform_order(src(&t, &store), normalized("A", 1, true), raw()).await.unwrap().order_id.unwrap();
     let b = db.intake_platform_order(src(&t, &store), normalized("B", 1, true), raw()).await.unwrap().order_id.unwrap();
-    let (offer_a, seq_a) = db.create_offer(&t, &a, &d.id, 30_000).await.unwrap();
-    let (offer_b, seq_b) = db.create_offer(&t, &b, &d.id, 30_000).await.unwrap();
+    let (offer_a, seq_a) = db.create_offer(&t, &a, &d.id, now_ms(), 30_000).await.unwrap();
+    let (offer_b, seq_b) = db.create_offer(&t, &b, &d.id, now_ms(), 30_000).await.unwrap();
     assert!(seq_b > seq_a);
     // Both accepted at once: the database lets exactly one through (capacity 1).
-    let (r1, r2) = tokio::join!(db.accept_offer(&t, &d.id, &offer_a), db.accept_offer(&t, &d.id, &offer_b));
+    let (r1, r2) =
+        tokio::join!(db.accept_offer(&t, &d.id, &offer_a, now_ms()), db.accept_offer(&t, &d.id, &offer_b, now_ms()));
     assert_eq!(usize::from(r1.is_ok()) + usize::from(r2.is_ok()), 1, "{r1:?} {r2:?}");
     assert_eq!(db.active_assignments(&d.id).await.unwrap(), 1);
     let (won, lost_offer, lost_order) =
@@ -244,7 +245,7 @@ async fn expiry_and_stall(db: &Db) {
     for i in 0..3 {
         let d = db.create_driver(&t, &format!("D{i}"), "+358", "car", 1, &uuid_like()).await.unwrap();
         db.set_driver_status(&t, &d.id, "online").await.unwrap();
-        db.create_offer(&t, &o, &d.id, 0).await.unwrap();
+        db.create_offer(&t, &o, &d.id, now_ms(), 0).await.unwrap();
         assert_eq!(db.expire_offers(now_ms() + 1, POLICY).await.unwrap(), 1);
         let kinds: Vec<String> = db.inbox_after(&t, &d.id, 0, 10).await.unwrap().into_iter().map(|m| m.kind).collect();
         assert_eq!(kinds, vec!["offer", "offer_expired"]);
@@ -259,8 +260,8 @@ async fn cancel_releases_driver(db: &Db) {
     let d = db.create_driver(&t, "Dan", "+358", "bike", 1, &uuid_like()).await.unwrap();
     db.set_driver_status(&t, &d.id, "online").await.unwrap();
     let o = db.intake_platform_order(src(&t, &store), normalized("C", 1, true), raw()).await.unwrap().order_id.unwrap();
-    let (offer, _) = db.create_offer(&t, &o, &d.id, 30_000).await.unwrap();
-    db.accept_offer(&t, &d.id, &offer).await.unwrap();
+    let (offer, _) = db.create_offer(&t, &o, &d.id, now_ms(), 30_000).await.unwrap();
+    db.accept_offer(&t, &d.id, &offer, now_ms()).await.unwrap();
     db.cancel_order(&t, &o, "customer called").await.unwrap();
     assert_eq!(db.get_driver(&t, &d.id).await.unwrap().active_count, 0);
     let last = db.inbox_after(&t, &d.id, 0, 10).await.unwrap().pop().unwrap();

@@ -6,7 +6,7 @@ use crate::auth::DriverAuth;
 use crate::error::{ApiError, ApiResult, Json, Path, Query};
 use crate::gps::{self, Fix, FixOutcome};
 use crate::state::AppState;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -15,7 +15,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use lastmile_core::{GeoPoint, OfferId, OrderId, OrderStatus};
+use lastmile_core::{GeoPoint, OfferId, Order, OrderId, OrderStatus};
 use lastmile_storage::{InboxMessage, StallPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -108,12 +108,26 @@ pub async fn accept_offer(
 }
 
 async fn do_accept(state: &AppState, auth: &DriverAuth, offer: &OfferId) -> ApiResult<Value> {
-    let order = state
+    let mut order = state
         .db
-        .accept_offer(&auth.tenant_id, &auth.driver_id, offer)
+        .accept_offer(&auth.tenant_id, &auth.driver_id, offer, state.clock.now_ms())
         .await
         .map_err(crate::routes::admin::not_found("offer"))?;
+    refresh_eta(state, &mut order).await;
     serde_json::to_value(order).map_err(ApiError::internal)
+}
+
+/// Give an order its driver holds an ETA now, from the driver's live position, rather than
+/// at the driver's next move. Best effort: the step it follows has already committed.
+async fn refresh_eta(state: &AppState, order: &mut Order) {
+    match gps::live_eta(state, order).await {
+        Ok(Some(eta)) => match state.db.set_order_eta(&order.tenant_id, &order.id, eta).await {
+            Ok(()) => order.eta = Some(gps::fmt_ms(eta)),
+            Err(e) => tracing::warn!(error = %e, order = %order.id, "storing the ETA failed"),
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), order = %order.id, "computing the ETA failed"),
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -155,13 +169,15 @@ async fn step(
     to: OrderStatus,
     detail: Value,
 ) -> ApiResult<Json<Value>> {
-    let order = state
+    let mut order = state
         .db
         .driver_order_step(&auth.tenant_id, &auth.driver_id, &OrderId(order), to, detail)
         .await
         .map_err(crate::routes::admin::not_found("order"))?;
     if to.is_terminal() {
         state.fleet.set_busy(&auth.driver_id, false);
+    } else {
+        refresh_eta(state, &mut order).await;
     }
     Ok(Json(serde_json::to_value(order).map_err(ApiError::internal)?))
 }
@@ -258,10 +274,15 @@ pub async fn poll(
     let mut msgs = state.db.inbox_after(&auth.tenant_id, &auth.driver_id, after, PAGE).await?;
     if msgs.is_empty() && !wait.is_zero() {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut closed = std::pin::pin!(state.hub.closed());
         while msgs.is_empty() {
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => msgs = state.db.inbox_after(&auth.tenant_id, &auth.driver_id, after, PAGE).await?,
-                _ => break,
+            tokio::select! {
+                woken = tokio::time::timeout_at(deadline, rx.changed()) => match woken {
+                    Ok(Ok(())) => msgs = state.db.inbox_after(&auth.tenant_id, &auth.driver_id, after, PAGE).await?,
+                    _ => break,
+                },
+                // Shutting down: answer now (empty); the client polls again elsewhere.
+                _ = &mut closed => break,
             }
         }
     }
@@ -281,6 +302,7 @@ pub async fn sse(
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<i64>().ok());
     let after = last_event_id.or(q.after).unwrap_or(0).max(0);
     let rx = state.hub.subscribe_driver(&auth.driver_id);
+    let closed = state.hub.closed();
     let st = (state, auth, rx, after, std::collections::VecDeque::<InboxMessage>::new());
     let stream = futures::stream::unfold(st, |(state, auth, mut rx, mut after, mut queue)| async move {
         loop {
@@ -303,6 +325,7 @@ pub async fn sse(
             }
         }
     });
+    let stream = stream.take_until(closed);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
@@ -336,6 +359,7 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
     let mut wake = state.hub.subscribe_driver(&auth.driver_id);
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let mut last_heard = tokio::time::Instant::now();
+    let mut closed = std::pin::pin!(state.hub.closed());
     metrics::gauge!("lastmile_driver_sockets").increment(1.0);
     // Wake at once so the backlog after `after` goes out first.
     wake.mark_changed();
@@ -358,6 +382,7 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
             incoming = rx.next() => {
                 let Some(Ok(msg)) = incoming else { break };
                 last_heard = tokio::time::Instant::now();
+                state.fleet.heard_from(&auth.driver_id);
                 let reply = match msg {
                     Message::Text(text) => handle_upstream(&state, &auth, text.as_str()).await,
                     Message::Binary(_) => Some(ws_error("unsupported", "send JSON text messages")),
@@ -371,6 +396,12 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
             _ = ping.tick() => {
                 if last_heard.elapsed() > Duration::from_secs(60) { break; }
                 if tx.send(Message::Ping(Bytes::new())).await.is_err() { break; }
+            }
+            _ = &mut closed => {
+                // 1001 "going away": the app reconnects (to another node) with its last seq.
+                let bye = CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
+                let _ = tx.send(Message::Close(Some(bye))).await;
+                break;
             }
         }
     }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use lastmile_core::{Order, OrderStatus};
-use lastmile_storage::{now_ms, ActiveDelivery};
+use lastmile_storage::from_ms;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -26,38 +26,33 @@ async fn load(state: &AppState, token: &str) -> ApiResult<Order> {
     state.db.get_order_by_tracking_token(token).await.map_err(crate::routes::admin::not_found("tracking link"))
 }
 
+/// What a customer may see: status, ETA, the driver's first name, and the driver's
+/// location only while the order is on its way (`picked_up`). Nothing else.
 async fn view(state: &AppState, order: &Order) -> ApiResult<Value> {
     let mut driver = Value::Null;
-    let mut eta = order.eta;
     if let Some(id) = &order.driver_id {
-        let d = state.db.get_driver(&order.tenant_id, id).await.ok();
-        let first_name = d.as_ref().map(|d| d.name.split_whitespace().next().unwrap_or("").to_owned());
-        let live = state.fleet.driver(id).and_then(|l| l.point);
-        let on_its_way = order.status == OrderStatus::PickedUp;
-        if let (Some(point), true) = (live, order.status.holds_driver()) {
-            let store = state.db.get_store(&order.tenant_id, &order.store_id).await?;
-            let a = ActiveDelivery {
-                tenant_id: order.tenant_id.clone(),
-                driver_id: id.clone(),
-                order_id: order.id.clone(),
-                status: order.status,
-                pickup_lat: store.pickup_lat,
-                pickup_lng: store.pickup_lng,
-                dropoff_lat: order.dropoff.lat,
-                dropoff_lng: order.dropoff.lng,
-                ready_at: lastmile_storage::to_ms(order.ready_at),
-            };
-            eta = crate::gps::eta_for(state, &a, point, now_ms()).map(crate::gps::fmt_ms).or(eta);
+        let first_name = state.db.get_driver(&order.tenant_id, id).await.ok().map(|d| first_name(&d.name));
+        driver = json!({ "first_name": first_name });
+        if order.status == OrderStatus::PickedUp {
+            if let Some(p) = state.fleet.driver(id).and_then(|l| l.point) {
+                driver["location"] = json!({"lat": p.lat, "lng": p.lng});
+            }
         }
-        driver = json!({
-            "first_name": first_name,
-            "location": if on_its_way { live.map(|p| json!({"lat": p.lat, "lng": p.lng})) } else { None },
+    }
+    let eta = if order.status.holds_driver() {
+        let live = crate::gps::live_eta(state, order).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), order = %order.id, "live ETA failed; showing the stored one");
+            None
         });
-    }
-    if order.status.is_terminal() {
-        eta = None;
-    }
+        live.map(from_ms).or(order.eta)
+    } else {
+        None
+    };
     Ok(json!({"status": order.status, "eta": eta, "driver": driver, "updated_at": order.updated_at}))
+}
+
+fn first_name(full: &str) -> String {
+    full.split_whitespace().next().unwrap_or("").to_owned()
 }
 
 #[utoipa::path(get, path = "/v1/track/{token}", tag = "tracking", params(("token" = String, Path)),
@@ -72,6 +67,7 @@ pub async fn track(State(state): State<AppState>, Path(token): Path<String>) -> 
 pub async fn track_events(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
     let order = load(&state, &token).await?;
     let rx = state.hub.subscribe_order(&order.id);
+    let closed = state.hub.closed();
     let first = view(&state, &order).await?;
     let stream = futures::stream::unfold(
         (state, token, rx, Some(first), Value::Null),
@@ -92,5 +88,6 @@ pub async fn track_events(State(state): State<AppState>, Path(token): Path<Strin
             }
         },
     );
+    let stream = futures::StreamExt::take_until(stream, closed);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }

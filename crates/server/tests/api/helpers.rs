@@ -222,3 +222,211 @@ macro_rules! on_backends {
         }
     )*};
 }
+
+// ---- Driver real-time clients (WebSocket, SSE) and time control --------------------
+// Used by the dispatch and realtime test binaries.
+
+/// A client WebSocket to the app.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl TestApp {
+    pub async fn put_json(&self, path: &str, bearer: &str, body: &Value) -> (u16, Value) {
+        let res = self.http.put(self.url(path)).bearer_auth(bearer).json(body).send().await.expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `PUT /v1/driver/status`, asserting it succeeds.
+    pub async fn driver_status(&self, token: &str, status: &str) {
+        let (s, body) = self.put_json("/v1/driver/status", token, &json!({ "status": status })).await;
+        assert_eq!(s, 200, "{body}");
+    }
+
+    /// `POST /v1/driver/location` with one fix recorded now (wall clock).
+    pub async fn locate(&self, token: &str, lat: f64, lng: f64) -> (u16, Value) {
+        self.post_json("/v1/driver/location", token, &fix(lat, lng, 0)).await
+    }
+
+    /// The driver's WebSocket (`Authorization: Bearer`), resuming after `after`.
+    pub async fn driver_ws(&self, token: &str, after: i64) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}/v1/driver/ws?after={after}", self.addr).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("driver websocket connects");
+        ws
+    }
+}
+
+/// A GPS fix as the driver app sends it, recorded `offset_ms` from now (wall clock).
+pub fn fix(lat: f64, lng: f64, offset_ms: i64) -> Value {
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(offset_ms);
+    json!({"lat": lat, "lng": lng, "accuracy_m": 5.0, "recorded_at": at.to_rfc3339()})
+}
+
+/// Send one JSON text message up a socket.
+pub async fn ws_send(ws: &mut Ws, msg: Value) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.to_string().into())).await.expect("websocket send");
+}
+
+/// The next JSON text message on a socket, failing the test after `within` (pings are
+/// answered by the client library and skipped).
+pub async fn ws_next(ws: &mut Ws, within: std::time::Duration) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return serde_json::from_str::<Value>(t.as_str()).expect("JSON message"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                other => panic!("websocket ended or failed: {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.expect("no websocket message in time")
+}
+
+/// Read messages until one has `"type": kind`; returns it and the ones before it.
+pub async fn ws_until(ws: &mut Ws, kind: &str, within: std::time::Duration) -> (Value, Vec<Value>) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut before = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = ws_next(ws, left).await;
+        if m["type"] == kind {
+            return (m, before);
+        }
+        before.push(m);
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// A minimal `text/event-stream` reader over a streaming response.
+pub struct SseStream {
+    res: reqwest::Response,
+    buf: String,
+}
+
+impl SseStream {
+    /// GET `path` as an event stream, with a bearer token and `Last-Event-ID` if given.
+    pub async fn open(app: &TestApp, path: &str, bearer: Option<&str>, last_event_id: Option<i64>) -> SseStream {
+        let mut req = app.http.get(app.url(path)).header("accept", "text/event-stream");
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let res = req.send().await.expect("event stream request");
+        assert_eq!(res.status(), 200, "event stream refused");
+        let ctype = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        assert!(ctype.starts_with("text/event-stream"), "content-type {ctype}");
+        SseStream { res, buf: String::new() }
+    }
+
+    /// True once the server ends the stream (anything else pending is skipped).
+    pub async fn ended(&mut self, within: std::time::Duration) -> bool {
+        let drain = async {
+            loop {
+                match self.res.chunk().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => return true,
+                }
+            }
+        };
+        tokio::time::timeout(within, drain).await.unwrap_or(false)
+    }
+
+    /// The next event that carries data (keep-alive comments are skipped), failing after `within`.
+    pub async fn next_event(&mut self, within: std::time::Duration) -> SseEvent {
+        let read = async {
+            loop {
+                while let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let mut ev = SseEvent::default();
+                    let mut data = Vec::new();
+                    for line in block.lines() {
+                        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                        let value = value.strip_prefix(' ').unwrap_or(value);
+                        match field {
+                            "id" => ev.id = Some(value.to_owned()),
+                            "event" => ev.event = Some(value.to_owned()),
+                            "data" => data.push(value.to_owned()),
+                            _ => {}
+                        }
+                    }
+                    if !data.is_empty() {
+                        ev.data = data.join("\n");
+                        return ev;
+                    }
+                }
+                let chunk = self.res.chunk().await.expect("event stream read").expect("event stream ended");
+                self.buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+            }
+        };
+        tokio::time::timeout(within, read).await.expect("no server-sent event in time")
+    }
+}
+
+/// Paused tokio time that moves only by `tokio::time::advance`. A paused runtime normally
+/// jumps to the next timer whenever it idles — also while it waits on a database or a
+/// socket — so deadlines would race ahead of the test; a running `spawn_blocking` task
+/// inhibits that (documented in `tokio::time::pause`). The blocking task doubles as a
+/// watchdog: after `watchdog` of real time it ends, auto-advance resumes, and any
+/// `tokio::time::timeout` the test is stuck in fires instead of hanging.
+/// Needs the current-thread runtime (plain `#[tokio::test]`).
+pub struct ManualTime {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl ManualTime {
+    pub fn start(watchdog: std::time::Duration) -> ManualTime {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(watchdog) {
+                eprintln!("ManualTime watchdog: {watchdog:?} of real time passed; letting paused time auto-advance");
+            }
+        });
+        tokio::time::pause();
+        ManualTime { stop: Some(tx) }
+    }
+
+    /// Advance paused time by `by` and let the timers that fired run.
+    pub async fn advance(&self, by: std::time::Duration) {
+        tokio::time::advance(by).await;
+    }
+}
+
+impl Drop for ManualTime {
+    fn drop(&mut self) {
+        self.stop.take();
+        tokio::time::resume();
+    }
+}
+
+/// A customer's tracking view holds status, eta, driver {first_name, location?} and
+/// updated_at only, and none of the driver's or customer's other details. The people in
+/// these tests: drivers "<First> Lahtinen" with phone +358401234567; the customer of
+/// `native_body`, "Aino Virtanen", +358401111111, aino@example.com, Mannerheimintie 10.
+pub fn assert_tracking_leaks_nothing(view: &Value) {
+    let keys: Vec<&str> = view.as_object().expect("tracking view is an object").keys().map(String::as_str).collect();
+    for k in &keys {
+        assert!(["status", "eta", "driver", "updated_at"].contains(k), "tracking leaks `{k}`: {view}");
+    }
+    if let Some(d) = view["driver"].as_object() {
+        for k in d.keys() {
+            assert!(["first_name", "location"].contains(&k.as_str()), "tracking leaks driver `{k}`: {view}");
+        }
+    }
+    let text = view.to_string();
+    for secret in ["Lahtinen", "+358", "Aino", "Virtanen", "example.com", "Mannerheimintie", "Salmon", "SOUP", "1450"] {
+        assert!(!text.contains(secret), "tracking leaks {secret:?}: {view}");
+    }
+}
