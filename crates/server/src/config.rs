@@ -118,6 +118,10 @@ pub struct SyncConfig {
     pub max_concurrency_per_store: usize,
     /// Retry delays in seconds; after the last one, the job is dead-lettered.
     pub retry_schedule_s: Vec<u64>,
+    /// How long a claimed job is its worker's alone. A worker that dies (SIGKILL, node
+    /// loss) leaves its jobs to be claimed again when this runs out; a worker abandons a job
+    /// that outlives it. Must exceed both tier timeouts.
+    pub lease_s: u64,
 }
 
 impl Default for Config {
@@ -181,6 +185,7 @@ impl Default for SyncConfig {
             timeout_enterprise_s: 45,
             max_concurrency_per_store: 4,
             retry_schedule_s: schedule,
+            lease_s: 120,
         }
     }
 }
@@ -240,6 +245,9 @@ impl Config {
             return bad(
                 "sync.retry_schedule_s must not be empty and sync.max_concurrency_per_store must be positive".into()
             );
+        }
+        if self.sync.lease_s <= self.sync.timeout_standard_s.max(self.sync.timeout_enterprise_s) {
+            return bad("sync.lease_s must exceed sync.timeout_standard_s and sync.timeout_enterprise_s".into());
         }
         if self.bus != "in-process" && !self.bus.starts_with("nats://") {
             return bad(format!("bus must be `in-process` or a nats:// URL, got `{}`", self.bus));

@@ -44,6 +44,10 @@ pub enum Fault {
     /// Writes are applied, then the answer is replaced by this 5xx (as when a proxy gives up
     /// after the platform acted); reads are answered normally.
     ApplyThen5xx(u16),
+    /// Writes are applied and never answered (the platform acted, and its answer is lost
+    /// with the connection: the caller times out, or dies, not knowing); reads are answered
+    /// normally.
+    ApplyThenHang,
 }
 
 /// A fixed-window limit for `StandIn::set_rate_limit`.
@@ -84,11 +88,11 @@ pub(crate) struct WriteApplied;
 
 impl Shared {
     /// The fault for this request; counted-down faults are used up here, except
-    /// `ApplyThen5xx`, which is used up only when it fires on a write.
+    /// `ApplyThen5xx` and `ApplyThenHang`, which are used up only when they fire on a write.
     fn fault_for_request(&self) -> Fault {
         let mut state = self.lock();
         let fault = state.fault.clone();
-        if !matches!(fault, Fault::ApplyThen5xx(_) | Fault::Down) {
+        if !matches!(fault, Fault::ApplyThen5xx(_) | Fault::ApplyThenHang | Fault::Down) {
             use_up(&mut state);
         }
         fault
@@ -142,6 +146,7 @@ pub(crate) async fn apply(State(shared): State<Arc<Shared>>, request: Request, n
                 .collect(),
             body: bytes.to_vec(),
             fault: fault.clone(),
+            received_at: std::time::Instant::now(),
         });
         let now = Instant::now();
         state.rate_limit.as_mut().map(|w| w.admit(now)).unwrap_or(Ok(()))
@@ -170,6 +175,14 @@ pub(crate) async fn apply(State(shared): State<Arc<Shared>>, request: Request, n
             if response.extensions().get::<WriteApplied>().is_some() {
                 shared.use_up_fault();
                 return server_error(shared.platform, code);
+            }
+            response
+        }
+        Fault::ApplyThenHang => {
+            let response = next.run(request).await;
+            if response.extensions().get::<WriteApplied>().is_some() {
+                shared.use_up_fault();
+                return std::future::pending().await;
             }
             response
         }

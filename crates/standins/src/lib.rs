@@ -48,6 +48,9 @@ pub struct RecordedRequest {
     pub body: Vec<u8>,
     /// The fault in force when it arrived.
     pub fault: Fault,
+    /// When the stand-in had read it whole (the std clock, so a test can measure a sync's
+    /// latency from its own `Instant`s, whatever tokio's clock does).
+    pub received_at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -167,7 +170,7 @@ impl StandIn {
     }
 
     /// Set a fault for the next `times` requests (connections, for `Down`; writes, for
-    /// `ApplyThen5xx`), after which the stand-in answers normally again.
+    /// `ApplyThen5xx` and `ApplyThenHang`), after which the stand-in answers normally again.
     pub fn set_fault_times(&self, fault: Fault, times: u32) {
         let mut state = self.shared.lock();
         state.fault = fault;

@@ -1,6 +1,7 @@
 //! Sync-back jobs: one row per (order, action), created in the same transaction as the
-//! status change it reports, claimed with a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`),
-//! retried on a schedule, and dead-lettered with full context when exhausted.
+//! status change it reports, claimed with a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`)
+//! one job of an order at a time and in order, a few jobs of a store per claim, retried on
+//! a schedule, and dead-lettered with full context when exhausted.
 
 use crate::intake::{insert_dead_letter_in, RawDelivery};
 use crate::{get, now_ms, outbox::insert_event, Db, Dialect, Result, StorageError, WriteConn};
@@ -69,24 +70,166 @@ fn job_from_row(r: &sqlx::any::AnyRow) -> Result<SyncJob> {
 const JOB_COLS: &str =
     "id, tenant_id, store_id, platform, order_id, platform_order_id, action, idempotency_key, attempts, created_at";
 
+/// A job `j` that may run at `$2`: due, not leased by a live worker, and the oldest
+/// unfinished job of its order. Jobs of one order run one at a time, in the order they were
+/// created: a `delivered` running beside its `picked_up` could both fulfil, or land the
+/// order's status on the platform out of order (BigCommerce Completed, then Shipped).
+/// Fetch jobs (`order_id = ''`) have no order yet. The earlier jobs are found through the
+/// unique `idempotency_key` index (`{order_id}:{action}`), not a scan.
+const CLAIMABLE: &str = concat!(
+    "j.next_attempt_at <= $2 AND ",
+    // The head of its order, not leased (written out again in `HEAD` below).
+    "j.state IN ('pending', 'running') AND (j.locked_until IS NULL OR j.locked_until < $2) \
+     AND (j.order_id = '' OR NOT EXISTS (SELECT 1 FROM sync_jobs e WHERE e.idempotency_key IN \
+       (j.order_id || ':picked_up', j.order_id || ':delivered', j.order_id || ':failed', j.order_id || ':cancelled') \
+       AND e.id <> j.id AND e.state IN ('pending', 'running') \
+       AND (e.created_at < j.created_at OR (e.created_at = j.created_at AND e.id < j.id))))"
+);
+
+/// [`CLAIMABLE`] whatever the time: the jobs that will be claimable once their time comes.
+fn head_of_order() -> &'static str {
+    CLAIMABLE.strip_prefix("j.next_attempt_at <= $2 AND ").expect("CLAIMABLE starts with the time")
+}
+
+/// How much one claim may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimLimits {
+    /// Jobs in all.
+    pub limit: i64,
+    /// Jobs of one store (its bulkhead size), so one store's backlog cannot take every
+    /// slot of the worker while other stores' jobs wait.
+    pub per_store: i64,
+    /// Stores left out of this claim: the worker already holds as many of their jobs as
+    /// their bulkhead lets run.
+    pub skip_stores: Vec<String>,
+}
+
+/// The queue as a worker sees it at one moment (all tenants).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncQueue {
+    /// Claimable now.
+    pub due: i64,
+    /// Leased by a worker whose lease has not run out.
+    pub running: i64,
+    /// Every job not yet done or dead.
+    pub unfinished: i64,
+    /// When the next job becomes claimable (the earliest `next_attempt_at` of a job that is
+    /// unleased and first in its order's line).
+    pub next_attempt_at: Option<i64>,
+}
+
+/// A job's current standing, shown beside the dead letters that name it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncJobStatus {
+    pub id: SyncJobId,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub last_status: Option<i64>,
+    pub completed_at: Option<i64>,
+}
+
 impl Db {
-    /// Lease up to `limit` due jobs for `lease_ms`. A job whose worker died is claimable
-    /// again once its lease runs out.
+    /// Lease up to `limit` claimable jobs for `lease_ms` (see [`Db::claim_sync_jobs_limited`]).
     pub async fn claim_sync_jobs(&self, now: i64, limit: i64, lease_ms: i64) -> Result<Vec<SyncJob>> {
+        self.claim_sync_jobs_limited(now, lease_ms, ClaimLimits { limit, per_store: limit, skip_stores: Vec::new() })
+            .await
+    }
+
+    /// Lease claimable jobs for `lease_ms`, oldest due first, within `limits`. A job whose
+    /// worker died is claimable again once its lease runs out. On PostgreSQL the rows are
+    /// locked with `SKIP LOCKED` and the conditions checked again on the locked rows, so two
+    /// nodes never lease the same job.
+    pub async fn claim_sync_jobs_limited(&self, now: i64, lease_ms: i64, limits: ClaimLimits) -> Result<Vec<SyncJob>> {
         let dialect = self.dialect;
         self.write(move |c| {
             Box::pin(async move {
                 let lock = if dialect == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+                let skip: String =
+                    (0..limits.skip_stores.len()).map(|i| format!(" AND j.store_id <> ${}", i + 5)).collect();
                 let sql = format!(
                     "UPDATE sync_jobs SET state = 'running', locked_until = $1, updated_at = $2 WHERE id IN (\
-                     SELECT id FROM sync_jobs WHERE state IN ('pending', 'running') AND next_attempt_at <= $2 \
-                     AND (locked_until IS NULL OR locked_until < $2) ORDER BY next_attempt_at LIMIT $3{lock}) RETURNING {JOB_COLS}"
+                     SELECT j.id FROM sync_jobs j WHERE j.id IN (\
+                       SELECT id FROM (SELECT j.id, j.next_attempt_at, \
+                         ROW_NUMBER() OVER (PARTITION BY j.store_id ORDER BY j.next_attempt_at, j.id) AS store_rank \
+                         FROM sync_jobs j WHERE {CLAIMABLE}{skip}) ranked \
+                       WHERE store_rank <= $4 ORDER BY next_attempt_at, id LIMIT $3) \
+                     AND j.state IN ('pending', 'running') AND j.next_attempt_at <= $2 \
+                     AND (j.locked_until IS NULL OR j.locked_until < $2){lock}) RETURNING {JOB_COLS}"
                 );
-                let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *c).await?;
+                let mut q = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(limits.limit).bind(limits.per_store);
+                for store in &limits.skip_stores {
+                    q = q.bind(store.clone());
+                }
+                let rows = q.fetch_all(&mut *c).await?;
                 rows.iter().map(job_from_row).collect()
             })
         })
         .await
+    }
+
+    /// How the queue stands at `now`, over all tenants (for the backlog gauge and tests).
+    pub async fn sync_queue(&self, now: i64) -> Result<SyncQueue> {
+        // The claim's own conditions, with "now" as the only parameter.
+        let claimable = CLAIMABLE.replace("$2", "$1");
+        let head = head_of_order().replace("$2", "$1");
+        let row = sqlx::query(&format!(
+            "SELECT \
+             (SELECT COUNT(*) FROM sync_jobs j WHERE {claimable}) AS due, \
+             (SELECT COUNT(*) FROM sync_jobs WHERE state = 'running' AND locked_until >= $1) AS running, \
+             (SELECT COUNT(*) FROM sync_jobs WHERE state IN ('pending', 'running')) AS unfinished, \
+             (SELECT MIN(j.next_attempt_at) FROM sync_jobs j WHERE {head}) AS next_at"
+        ))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(SyncQueue {
+            due: get(&row, "due")?,
+            running: get(&row, "running")?,
+            unfinished: get(&row, "unfinished")?,
+            next_attempt_at: get(&row, "next_at")?,
+        })
+    }
+
+    /// Unfinished jobs per (platform, store), over all tenants: the backlog gauge.
+    pub async fn sync_backlog_by_store(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT platform, store_id, COUNT(*) AS pending FROM sync_jobs WHERE state IN ('pending', 'running') \
+             GROUP BY platform, store_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((get(r, "platform")?, get(r, "store_id")?, get(r, "pending")?))).collect()
+    }
+
+    /// The standing of each named job of `tenant` (unknown ids are left out).
+    pub async fn sync_job_statuses(&self, tenant: &TenantId, ids: &[SyncJobId]) -> Result<Vec<SyncJobStatus>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT id, state, attempts, last_error, last_status, completed_at FROM sync_jobs \
+             WHERE tenant_id = $1 AND id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(tenant.as_str());
+        for id in ids {
+            q = q.bind(id.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SyncJobStatus {
+                    id: SyncJobId(get(r, "id")?),
+                    state: get(r, "state")?,
+                    attempts: get(r, "attempts")?,
+                    last_error: get(r, "last_error")?,
+                    last_status: get(r, "last_status")?,
+                    completed_at: get(r, "completed_at")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn complete_sync_job(&self, id: &SyncJobId, status: Option<u16>, summary: &str) -> Result<()> {

@@ -41,8 +41,9 @@ pub async fn integrations(State(state): State<AppState>, auth: AdminAuth) -> Api
         };
         let oldest = b.and_then(|b| b.oldest_pending_at);
         let degraded_since = h.and_then(|h| h.degraded_since).or_else(|| {
-            // A backlog older than a minute is a delay even if no call failed yet.
-            oldest.filter(|t| lastmile_storage::now_ms() - t > 60_000).map(from_ms)
+            // A backlog older than a minute is a delay even if no call failed yet. The worker's
+            // clock, so the notice follows the schedule when tests move tokio time.
+            oldest.filter(|t| state.clock.now_ms() - t > 60_000).map(from_ms)
         });
         let notice = degraded_since.map(|t| format!("{pretty} sync delayed since {}", t.to_rfc3339()));
         out.push(json!({
@@ -105,25 +106,62 @@ pub async fn list_dead_letters(
     Query(q): Query<DeadLetterQuery>,
 ) -> ApiResult<Json<Value>> {
     let list = state.db.list_dead_letters(&auth.tenant_id, &q.filter()).await?;
-    Ok(Json(json!({"dead_letters": list.iter().map(dl_view).collect::<Vec<_>>()})))
+    // A sync letter shows its job as it stands now: after a replay, whether it got through.
+    let jobs: Vec<SyncJobId> = list.iter().filter(|d| d.kind == "sync").filter_map(sync_job_of).collect();
+    let statuses: HashMap<String, Value> = state
+        .db
+        .sync_job_statuses(&auth.tenant_id, &jobs)
+        .await?
+        .into_iter()
+        .map(|j| {
+            let view = json!({"id": j.id, "state": j.state, "attempts": j.attempts, "last_error": j.last_error,
+                              "last_status": j.last_status, "completed_at": j.completed_at.map(from_ms)});
+            (j.id.0, view)
+        })
+        .collect();
+    let views: Vec<Value> = list
+        .iter()
+        .map(|d| {
+            let mut v = dl_view(d);
+            if let Some(job) = sync_job_of(d).and_then(|j| statuses.get(j.as_str())) {
+                v["job"] = job.clone();
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({"dead_letters": views})))
 }
 
-/// Replay one dead letter; idempotent (a succeeded replay is not repeated).
+fn sync_job_of(d: &DeadLetter) -> Option<SyncJobId> {
+    d.context.get("job_id").and_then(|j| j.as_str()).map(|s| SyncJobId(s.to_owned()))
+}
+
+/// Replay one dead letter; idempotent (a succeeded replay is not repeated). A sync letter's
+/// job is queued again and runs through the worker like any job (breakers, rate limits,
+/// check-before-act); if it fails again it comes back as a new dead letter, and the job's
+/// standing shows beside this one in `GET /v1/dead-letters`.
 pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<Value> {
     if d.replay_outcome.as_deref() == Some("succeeded") {
-        return Ok(json!({"id": d.id, "outcome": "succeeded", "note": "already replayed"}));
+        return Ok(json!({"id": d.id, "outcome": "succeeded", "changed": false, "note": "already replayed"}));
     }
     let outcome: Result<Value, String> = match d.kind.as_str() {
-        "sync" => {
-            let job = d.context.get("job_id").and_then(|j| j.as_str()).map(|s| SyncJobId(s.to_owned()));
-            match job {
-                Some(job) => match state.db.requeue_sync_job(&d.tenant_id, &job).await {
-                    Ok(requeued) => Ok(json!({"job_id": job, "requeued": requeued})),
-                    Err(e) => Err(e.to_string()),
-                },
-                None => Err("the dead letter names no job".into()),
-            }
-        }
+        "sync" => match sync_job_of(d) {
+            Some(job) => match state.db.requeue_sync_job(&d.tenant_id, &job).await {
+                Ok(true) => Ok(json!({"job_id": job, "requeued": true})),
+                Ok(false) => {
+                    // The job is not dead (another letter of it was replayed, or it is done):
+                    // nothing to send. A done job settles this letter; a queued one leaves it.
+                    let job_state = state.db.sync_job_state(&d.tenant_id, &job).await?;
+                    let note = format!("the job is {job_state}: nothing to replay");
+                    if job_state != "done" {
+                        return Ok(json!({"id": d.id, "outcome": "unchanged", "changed": false, "note": note}));
+                    }
+                    Ok(json!({"job_id": job, "requeued": false, "note": note}))
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            None => Err("the dead letter names no job".into()),
+        },
         _ => {
             let store =
                 state.db.get_store(&d.tenant_id, &StoreId(d.store_id.clone())).await.map_err(not_found("store"))?;
@@ -143,7 +181,9 @@ pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<Value> {
         Err(e) => ("failed", json!({"error": e})),
     };
     state.db.record_replay(&d.tenant_id, &d.id, label).await?;
-    Ok(json!({"id": d.id, "outcome": label, "detail": detail}))
+    // Only a letter settled by an already-done job sent nothing.
+    let changed = detail.get("requeued") != Some(&Value::Bool(false));
+    Ok(json!({"id": d.id, "outcome": label, "changed": changed, "detail": detail}))
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/{id}/replay", tag = "ops", params(("id" = String, Path)), responses((status = 200, description = "{id, outcome, detail}")), security(("admin_key" = [])))]
