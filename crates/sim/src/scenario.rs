@@ -71,6 +71,17 @@ pub struct CityConfig {
 }
 
 impl CityConfig {
+    /// The defaults with some flags changed, as on the command line (`["--drivers", "9"]`).
+    pub fn from_flags(flags: &[&str]) -> anyhow::Result<CityConfig> {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            city: CityConfig,
+        }
+        let argv = std::iter::once("city").chain(flags.iter().copied());
+        Ok(<Flags as clap::Parser>::try_parse_from(argv)?.city)
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.drivers > 0 && self.stores > 0, "--drivers and --stores must be positive");
         anyhow::ensure!(self.orders_per_minute > 0.0, "--orders-per-minute must be positive");

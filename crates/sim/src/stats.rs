@@ -38,10 +38,16 @@ impl Percentiles {
 
 impl std::fmt::Display for Percentiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Sub-millisecond figures (index queries) keep their microseconds.
+        let ms = |v: f64| if v < 1.0 { format!("{v:.3}") } else { format!("{v:.1}") };
         write!(
             f,
-            "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
-            self.p50_ms, self.p95_ms, self.p99_ms, self.max_ms, self.count
+            "p50 {} ms, p95 {} ms, p99 {} ms, max {} ms (n={})",
+            ms(self.p50_ms),
+            ms(self.p95_ms),
+            ms(self.p99_ms),
+            ms(self.max_ms),
+            self.count
         )
     }
 }
