@@ -101,7 +101,12 @@ pub struct DeadLetter {
     pub replay_outcome: Option<String>,
 }
 
-async fn archive_in(c: &mut WriteConn, src: &IntakeSource, raw: &RawDelivery, result: &str) -> Result<PayloadId> {
+pub(crate) async fn archive_in(
+    c: &mut WriteConn,
+    src: &IntakeSource,
+    raw: &RawDelivery,
+    result: &str,
+) -> Result<PayloadId> {
     let id = PayloadId::generate();
     sqlx::query(
         "INSERT INTO raw_payloads (id, tenant_id, store_id, platform, headers_json, body, result, received_at) \

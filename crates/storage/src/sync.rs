@@ -3,7 +3,7 @@
 //! one job of an order at a time and in order, a few jobs of a store per claim, retried on
 //! a schedule, and dead-lettered with full context when exhausted.
 
-use crate::intake::{insert_dead_letter_in, RawDelivery};
+use crate::intake::{insert_dead_letter_in, IntakeSource, RawDelivery};
 use crate::{get, now_ms, outbox::insert_event, Db, Dialect, Result, StorageError, WriteConn};
 use lastmile_core::{DeadLetterId, EventKind, Order, OrderId, Platform, StoreId, SyncJobId, TenantId};
 
@@ -395,37 +395,40 @@ impl Db {
 impl Db {
     /// A BigCommerce order whose fetch failed: kept as a job and retried by the sync
     /// worker through the same breakers and schedule as fulfilments.
-    pub async fn enqueue_fetch_job(
+    /// Keep a BigCommerce delivery whose order could not be fetched: the fetch job and the
+    /// archived delivery commit together, and a repeated delivery (same `key`) finds the
+    /// job already there. Returns the job's id.
+    pub async fn queue_fetch(
         &self,
-        tenant: &TenantId,
-        store: &StoreId,
-        platform: Platform,
+        src: IntakeSource,
         platform_order_id: &str,
         key: &str,
+        raw: RawDelivery,
     ) -> Result<SyncJobId> {
-        let id = SyncJobId::generate();
-        let (i, t, s, p, k) = (id.clone(), tenant.clone(), store.clone(), platform_order_id.to_owned(), key.to_owned());
+        let (p, k) = (platform_order_id.to_owned(), key.to_owned());
         self.write(move |c| {
             Box::pin(async move {
                 let now = now_ms();
+                let idem = format!("fetch:{}:{p}:{k}", src.store_id);
                 sqlx::query(
                     "INSERT INTO sync_jobs (id, tenant_id, store_id, platform, order_id, platform_order_id, action, idempotency_key, \
                      state, next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, '', $5, 'fetch_order', $6, 'pending', $7, $7, $7) \
                      ON CONFLICT (idempotency_key) DO NOTHING",
                 )
-                .bind(i.as_str())
-                .bind(t.as_str())
-                .bind(s.as_str())
-                .bind(platform.as_str())
+                .bind(SyncJobId::generate().as_str())
+                .bind(src.tenant_id.as_str())
+                .bind(src.store_id.as_str())
+                .bind(src.platform.as_str())
                 .bind(&p)
-                .bind(format!("fetch:{}:{p}:{k}", s))
+                .bind(&idem)
                 .bind(now)
                 .execute(&mut *c)
                 .await?;
-                Ok(())
+                let row = sqlx::query("SELECT id FROM sync_jobs WHERE idempotency_key = $1").bind(&idem).fetch_one(&mut *c).await?;
+                crate::intake::archive_in(c, &src, &raw, "queued").await?;
+                Ok(SyncJobId(get(&row, "id")?))
             })
         })
-        .await?;
-        Ok(id)
+        .await
     }
 }

@@ -261,6 +261,9 @@ async fn process(
     Ok(Processed::Answered(answer))
 }
 
+/// How long a BigCommerce delivery waits for its order fetch before it is queued.
+const INLINE_FETCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// BigCommerce bodies carry only ids: fetch the order now; if the store cannot be reached,
 /// keep the delivery as a fetch job that the sync worker retries (never lost) and answer
 /// 202 `queued` — a result beyond the contract's list, documented in docs/api.md.
@@ -277,7 +280,21 @@ async fn fetch_and_commit(
         let context = json!({"stage": stage, "platform_order_id": platform_order_id});
         Ok(Processed::Unprocessable { raw, error, context })
     };
-    match state.connectors.fetch_bigcommerce_order(&target, &platform_order_id).await {
+    // The platform is waiting for our answer: give the inline fetch a short budget and
+    // fall back to the retried fetch job rather than hold the delivery for a tier timeout.
+    let fetched = tokio::time::timeout(
+        INLINE_FETCH_BUDGET,
+        state.connectors.fetch_bigcommerce_order(&target, &platform_order_id),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(lastmile_connectors::FetchError::Retry {
+            error: format!("no answer within {} s", INLINE_FETCH_BUDGET.as_secs()),
+            retry_after: None,
+            last_status: None,
+        })
+    });
+    match fetched {
         Ok(bodies) => {
             match lastmile_ingest::normalize_bigcommerce(&bodies.order, &bodies.products, &bodies.shipping_addresses) {
                 Ok(order) => {
@@ -293,11 +310,7 @@ async fn fetch_and_commit(
         Err(e) => {
             tracing::warn!(error = %e, store = %store.id, "BigCommerce order fetch failed; queued for retry");
             let key = delivery_id.unwrap_or_else(|| lastmile_storage::now_ms().to_string());
-            let job = state
-                .db
-                .enqueue_fetch_job(&store.tenant_id, &store.id, store.platform, &platform_order_id, &key)
-                .await?;
-            state.db.archive_delivery(src, raw, "queued").await?;
+            let job = state.db.queue_fetch(src, &platform_order_id, &key, raw).await?;
             let body = json!({"order_id": null, "result": "queued", "job_id": job, "error": e.to_string()});
             Ok(Processed::Answered(Answer::new(StatusCode::ACCEPTED, store.platform, "queued", body)))
         }
