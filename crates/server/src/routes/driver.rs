@@ -338,7 +338,12 @@ pub async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let after = q.after.unwrap_or(0).max(0);
-    upgrade.max_message_size(64 * 1024).on_upgrade(move |socket| driver_socket(state, auth, socket, after))
+    // Small buffers: a node holds thousands of mostly idle driver sockets (budget ≤ 20 KiB each).
+    upgrade
+        .max_message_size(64 * 1024)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| driver_socket(state, auth, socket, after))
 }
 
 #[derive(Debug, Deserialize)]
