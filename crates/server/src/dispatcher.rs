@@ -33,6 +33,22 @@ pub struct DriverLive {
     pub moved: bool,
 }
 
+impl DriverLive {
+    /// A driver we know nothing live about yet.
+    fn offline(tenant: &TenantId) -> Self {
+        Self {
+            tenant_id: tenant.clone(),
+            status: "offline".into(),
+            point: None,
+            last_fix_ms: 0,
+            last_accept: None,
+            pending: None,
+            last_seen: Instant::now(),
+            moved: false,
+        }
+    }
+}
+
 struct FleetInner {
     drivers: HashMap<DriverId, DriverLive>,
     /// One spatial index per tenant: matching never crosses tenants.
@@ -80,14 +96,10 @@ impl LiveFleet {
             g.drivers.insert(
                 d.id.clone(),
                 DriverLive {
-                    tenant_id: d.tenant_id.clone(),
                     status: d.status.clone(),
                     point,
                     last_fix_ms: d.last_seen_at.unwrap_or(0),
-                    last_accept: None,
-                    pending: None,
-                    last_seen: Instant::now(),
-                    moved: false,
+                    ..DriverLive::offline(&d.tenant_id)
                 },
             );
             refresh_index(&mut g, &d.id);
@@ -97,16 +109,7 @@ impl LiveFleet {
 
     pub fn set_status(&self, tenant: &TenantId, driver: &DriverId, status: &str) {
         let mut g = self.lock();
-        let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive {
-            tenant_id: tenant.clone(),
-            status: "offline".into(),
-            point: None,
-            last_fix_ms: 0,
-            last_accept: None,
-            pending: None,
-            last_seen: Instant::now(),
-            moved: false,
-        });
+        let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive::offline(tenant));
         entry.status = status.to_owned();
         entry.last_seen = Instant::now();
         refresh_index(&mut g, driver);
@@ -141,16 +144,7 @@ impl LiveFleet {
     /// Apply the GPS outcome decided by `gps::accept` under the same lock.
     pub fn with_driver<R>(&self, tenant: &TenantId, driver: &DriverId, f: impl FnOnce(&mut DriverLive) -> R) -> R {
         let mut g = self.lock();
-        let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive {
-            tenant_id: tenant.clone(),
-            status: "offline".into(),
-            point: None,
-            last_fix_ms: 0,
-            last_accept: None,
-            pending: None,
-            last_seen: Instant::now(),
-            moved: false,
-        });
+        let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive::offline(tenant));
         let r = f(entry);
         refresh_index(&mut g, driver);
         r
