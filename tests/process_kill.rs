@@ -7,14 +7,15 @@
 //! each restart every acknowledged order is there with the id it was acknowledged with,
 //! and re-sending everything creates nothing twice.
 
+mod common;
+
 use base64::Engine;
+use common::ChildServer;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const SECRET: &str = "shpss_kill_test";
@@ -28,19 +29,12 @@ struct Setup {
 }
 
 impl Setup {
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lastmile"));
-        cmd.env("LASTMILE_DATABASE_URL", &self.database_url)
-            .env("LASTMILE_SECRET_KEY_FILE", self.dir.join("lastmile.key"))
-            .env("LASTMILE_LOG_FORMAT", "pretty")
-            .env_remove("LASTMILE_CONFIG")
-            .stdin(Stdio::null());
-        cmd
-    }
-
     /// `lastmile admin create-tenant`: (tenant_id, admin_key).
     fn create_tenant(&self) -> (String, String) {
-        let out = self.command().args(["admin", "create-tenant", "kill-test"]).output().expect("run lastmile admin");
+        let out = common::lastmile(&self.dir, &self.database_url)
+            .args(["admin", "create-tenant", "kill-test"])
+            .output()
+            .expect("run lastmile admin");
         assert!(out.status.success(), "create-tenant failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).expect("create-tenant prints JSON");
         (v["tenant_id"].as_str().unwrap().to_owned(), v["admin_key"].as_str().unwrap().to_owned())
@@ -49,63 +43,22 @@ impl Setup {
     /// `lastmile serve` on a free port, once `/readyz` answers.
     async fn serve(&mut self) -> Server {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        // The port is free when chosen; if another process takes it first, the child
-        // exits and we try another.
-        for _ in 0..5 {
-            self.starts += 1;
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let log = self.dir.join(format!("serve-{}.log", self.starts));
-            let child = self
-                .command()
-                .arg("serve")
-                .env("LASTMILE_LISTEN", format!("127.0.0.1:{port}"))
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn lastmile serve");
-            let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), http: http.clone(), log };
-            if server.ready().await {
-                return server;
-            }
-        }
-        panic!("lastmile serve did not start; see the logs in {}", self.dir.display());
+        self.starts += 1;
+        let child = ChildServer::start(&self.dir, &self.database_url, &[], &self.starts.to_string(), &http).await;
+        Server { base: child.base.clone(), child, http }
     }
 }
 
 struct Server {
-    child: Child,
+    child: ChildServer,
     base: String,
     http: reqwest::Client,
-    log: PathBuf,
 }
 
 impl Server {
-    /// Poll `/readyz` (a child process has no other readiness signal), bounded. False if
-    /// the process exited first.
-    async fn ready(&mut self) -> bool {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                eprintln!("lastmile serve exited with {status}:\n{}", self.log_text());
-                return false;
-            }
-            let res = self.http.get(format!("{}/readyz", self.base)).send().await;
-            if res.is_ok_and(|r| r.status() == 200) {
-                return true;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "not ready within 60 s:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// SIGKILL: no shutdown hook, no flush, no goodbye.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL lastmile");
-        self.child.wait().expect("reap lastmile");
+    fn kill(self) {
+        self.child.kill();
     }
 
     async fn post(&self, path: &str, bearer: &str, body: &Value) -> (u16, Value) {
@@ -116,14 +69,6 @@ impl Server {
     async fn get(&self, path: &str, bearer: &str) -> (u16, Value) {
         let res = self.http.get(format!("{}{path}", self.base)).bearer_auth(bearer).send().await.unwrap();
         (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A failing assertion must not leave a server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -11,16 +11,17 @@
 //! The platform stand-ins run in this test process; the server is a child process. On
 //! SQLite always, on PostgreSQL too when `LASTMILE_TEST_DATABASE_URL` is set.
 
+mod common;
 #[path = "../crates/server/tests/sync/support.rs"]
 mod support;
+
+use common::ChildServer;
 
 use lastmile_core::{OrderId, Platform, TenantId};
 use lastmile_server::config::Config;
 use lastmile_standins::{Fault, StandIn};
 use serde_json::Value;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 use support::{
     delivered_status, delivered_writes, eventually, integrations, platform_order, standin_store, writes, Api, Courier,
@@ -29,80 +30,16 @@ use tokio_util::sync::CancellationToken;
 
 const ORDERS_PER_PLATFORM: usize = 8;
 
-/// A `lastmile serve` child process on the test's database.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts `lastmile serve` and waits (bounded) until `/readyz` answers.
-    async fn start(database_url: &str, dir: &Path, n: usize, http: &reqwest::Client) -> Server {
-        for attempt in 0..5 {
-            // Free when chosen; if another process takes it first the child exits and we
-            // try another port.
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let log = dir.join(format!("serve-{n}-{attempt}.log"));
-            let child = Command::new(env!("CARGO_BIN_EXE_lastmile"))
-                .arg("serve")
-                .env_remove("LASTMILE_CONFIG")
-                .env("LASTMILE_LISTEN", format!("127.0.0.1:{port}"))
-                .env("LASTMILE_DATABASE_URL", database_url)
-                .env("LASTMILE_SECRET_KEY_FILE", dir.join("lastmile.key"))
-                .env("LASTMILE_LOG_FORMAT", "pretty")
-                .env("LASTMILE_DISPATCH__ENABLED", "false")
-                .env("LASTMILE_SYNC__POLL_MS", "20")
-                .env("LASTMILE_SYNC__TIMEOUT_STANDARD_S", "2")
-                .env("LASTMILE_SYNC__TIMEOUT_ENTERPRISE_S", "2")
-                .env("LASTMILE_SYNC__LEASE_S", "3")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn lastmile serve");
-            let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), log };
-            if server.ready(http).await {
-                return server;
-            }
-        }
-        panic!("lastmile serve did not start; see the logs in {}", dir.display());
-    }
-
-    /// Polls `/readyz` (a child process has no other readiness signal), bounded; false if
-    /// the process exited first.
-    async fn ready(&mut self, http: &reqwest::Client) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                eprintln!("lastmile serve exited with {status}:\n{}", self.log_text());
-                return false;
-            }
-            if http.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status() == 200) {
-                return true;
-            }
-            assert!(std::time::Instant::now() < deadline, "not ready within 60 s:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no shutdown, no recording of the calls in flight.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL lastmile");
-        self.child.wait().expect("reap lastmile");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A failing assertion must not leave a server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `lastmile serve` on the test's database: sync fast and short-leased, dispatch off.
+async fn serve(database_url: &str, dir: &Path, n: usize, http: &reqwest::Client) -> ChildServer {
+    let env = [
+        ("LASTMILE_DISPATCH__ENABLED", "false"),
+        ("LASTMILE_SYNC__POLL_MS", "20"),
+        ("LASTMILE_SYNC__TIMEOUT_STANDARD_S", "2"),
+        ("LASTMILE_SYNC__TIMEOUT_ENTERPRISE_S", "2"),
+        ("LASTMILE_SYNC__LEASE_S", "3"),
+    ];
+    ChildServer::start(dir, database_url, &env, &n.to_string(), http).await
 }
 
 /// The stores, orders and their sync jobs, made by the library in this process on the
@@ -165,7 +102,7 @@ async fn fulfilments_survive_sigkill(database_url: &str, dir: &Path) {
     shop.set_fault(Fault::ApplyThenHang);
     woo.set_fault(Fault::ApplyThenHang);
     bc.set_fault(Fault::Slow(Duration::from_millis(800)));
-    let server = Server::start(database_url, dir, 1, &http).await;
+    let server = serve(database_url, dir, 1, &http).await;
     eventually("writes landed and requests in flight on every platform", Duration::from_secs(30), || async {
         let landed =
             |s: &StandIn| orders.iter().filter(|(p, e, _)| *p == s.platform() && s.fulfilment_count(e) > 0).count();
@@ -188,7 +125,7 @@ async fn fulfilments_survive_sigkill(database_url: &str, dir: &Path) {
     for s in [&shop, &woo, &bc] {
         s.set_fault(Fault::None);
     }
-    let server = Server::start(database_url, dir, 2, &http).await;
+    let server = serve(database_url, dir, 2, &http).await;
     let api = Api { http: &http, base: &server.base };
     eventually("every fulfilment to land and every job to finish", Duration::from_secs(60), || async {
         let all_there =
