@@ -6,8 +6,9 @@
 //! query never skips over busy ones. `nearest` searches outward from the query point and
 //! stops as soon as the k-th best is closer than the area already searched, so its cost
 //! follows k and the local density rather than the radius. Measured against an H3-cell
-//! bucket index with the same search (see `docs/benchmarks-dispatch.md`), this grid was
-//! faster for both updates and queries, which is why it is the one kept.
+//! bucket index with the same search (see the dispatch micro-benchmarks in
+//! `docs/benchmarks.md`), this grid was faster for both updates and queries, which is why
+//! it is the one kept.
 
 use crate::grid::{chord2, chord2_of_m, metres_of_chord2, unit_vec, CellKey, Grid, UnitVec, VisitedCells};
 use lastmile_core::{DriverId, GeoPoint};
