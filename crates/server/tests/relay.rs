@@ -54,12 +54,13 @@ fn uuid() -> String {
 }
 
 /// Read distinct events (by id) until `want` in all, counting `out` already held.
-async fn collect_until(sub: &mut Subscription, mut out: Vec<Event>, want: usize) -> Vec<Event> {
+/// Events that are not in `ours` (a shared JetStream stream carries other tests' too) are skipped.
+async fn collect_until(sub: &mut Subscription, ours: &HashSet<String>, mut out: Vec<Event>, want: usize) -> Vec<Event> {
     let mut seen: HashSet<_> = out.iter().map(|e| e.id.clone()).collect();
     while out.len() < want {
         match tokio::time::timeout(Duration::from_secs(10), sub.recv()).await {
             Ok(Some(Received::Event(e))) => {
-                if seen.insert(e.id.clone()) {
+                if ours.contains(&e.id.0) && seen.insert(e.id.clone()) {
                     out.push(*e);
                 }
             }
@@ -89,7 +90,8 @@ async fn killed_relay_loses_and_reorders_nothing(bus: Arc<dyn EventBus>, tdb: Te
     let hanging: Arc<dyn EventBus> = Arc::new(HangAfter { inner: bus.clone(), allow: 17, seen: AtomicUsize::new(0) });
     let stop = CancellationToken::new();
     let relay = tokio::spawn(lastmile_server::relay::run(db.clone(), hanging, stop.clone()));
-    let before_kill = collect_until(&mut sub, Vec::new(), 17).await;
+    let ours: HashSet<String> = expected.iter().map(|e| e.id.0.clone()).collect();
+    let before_kill = collect_until(&mut sub, &ours, Vec::new(), 17).await;
     relay.abort(); // killed mid-stream: 17 published, none marked
     let _ = relay.await;
     assert_eq!(
@@ -102,7 +104,7 @@ async fn killed_relay_loses_and_reorders_nothing(bus: Arc<dyn EventBus>, tdb: Te
     let relay2 = tokio::spawn(lastmile_server::relay::run(db.clone(), bus.clone(), stop2.clone()));
     // The in-process bus redelivers the first 17 (consumers dedupe by id); JetStream drops
     // them itself (Nats-Msg-Id). Either way the distinct sequence must be complete and ordered.
-    let all = collect_until(&mut sub, before_kill, expected.len()).await;
+    let all = collect_until(&mut sub, &ours, before_kill, expected.len()).await;
     let got: Vec<_> = all.iter().map(|e| e.id.clone()).collect();
     let want: Vec<_> = expected.iter().map(|e| e.id.clone()).collect();
     assert_eq!(got, want, "every event, in commit order");
