@@ -135,7 +135,7 @@ async fn hang_world(backend: Backend) -> HangWorld {
 fn shopify_webhook(n: usize) -> (Vec<u8>, Vec<(&'static str, String)>) {
     use base64::Engine;
     use hmac::Mac;
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/webhooks/shopify/orders_create.json");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../ingest/tests/fixtures/shopify/orders_create.json");
     let mut order: Value = serde_json::from_slice(&std::fs::read(fixture).expect("Shopify fixture")).unwrap();
     let id = 600_000_000 + n as u64;
     order["id"] = id.into();
