@@ -60,7 +60,7 @@ pub struct BenchArgs {
     /// `connections`: sockets to open and hold.
     #[arg(long, default_value_t = 15_000)]
     pub connections: usize,
-    /// `gps-ws`: driver sockets sending fixes; `offer-latency`: connected drivers.
+    /// `gps-ws`: driver sockets sending fixes; `offer-latency`: connected drivers; `city`: fleet size.
     #[arg(long)]
     pub drivers: Option<usize>,
     /// `offer-latency` and `city`: the dispatcher's matching tick, ms.
@@ -69,6 +69,9 @@ pub struct BenchArgs {
     /// `offer-latency`: orders per second.
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
+    /// `city`: orders per minute over all stores (default 10).
+    #[arg(long)]
+    pub orders_per_minute: Option<f64>,
     /// `knn`: Redis address for the GEOSEARCH baseline.
     #[arg(long, default_value = "127.0.0.1:6379")]
     pub redis: String,
