@@ -225,13 +225,19 @@ impl Db {
                 attempts: get(row, "dispatch_attempts")?,
             });
         }
+        // One query for every candidate's excluded drivers (not one per order).
+        let excluded = sqlx::query(
+            "SELECT f.order_id, f.driver_id FROM offers f JOIN orders o ON o.id = f.order_id \
+             WHERE o.status = 'received' AND o.dispatch_stalled = 0 AND f.state IN ('declined', 'expired')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_order: std::collections::HashMap<String, Vec<DriverId>> = std::collections::HashMap::new();
+        for r in &excluded {
+            by_order.entry(get(r, "order_id")?).or_default().push(DriverId(get(r, "driver_id")?));
+        }
         for cand in &mut out {
-            let rows =
-                sqlx::query("SELECT driver_id FROM offers WHERE order_id = $1 AND state IN ('declined', 'expired')")
-                    .bind(cand.order.id.as_str())
-                    .fetch_all(&self.pool)
-                    .await?;
-            cand.excluded = rows.iter().map(|r| get(r, "driver_id").map(DriverId)).collect::<Result<_>>()?;
+            cand.excluded = by_order.remove(cand.order.id.as_str()).unwrap_or_default();
         }
         Ok(out)
     }
