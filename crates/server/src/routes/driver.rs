@@ -346,13 +346,18 @@ pub async fn ws(
         .on_upgrade(move |socket| driver_socket(state, auth, socket, after))
 }
 
+/// One message up the socket. A flat struct rather than an internally tagged enum: serde
+/// would first buffer every message into a generic tree, and location messages are the hot
+/// path — their `data` is kept as raw JSON and decoded once, straight into a [`Fix`].
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Upstream {
-    Ack { seq: i64 },
-    Location { data: Value },
-    Accept { offer_id: String },
-    Decline { offer_id: String, reason: Option<String> },
+struct Upstream<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+    seq: Option<i64>,
+    offer_id: Option<String>,
+    reason: Option<String>,
 }
 
 fn ws_error(code: &str, message: &str) -> Message {
@@ -418,13 +423,11 @@ async fn handle_upstream(state: &AppState, auth: &DriverAuth, text: &str) -> Opt
         Ok(m) => m,
         Err(e) => return Some(ws_error("invalid_message", &e.to_string())),
     };
-    match msg {
-        Upstream::Ack { seq } => {
-            tracing::trace!(seq, "driver acked");
-            None
-        }
-        Upstream::Location { data } => {
-            let fix: Fix = match serde_json::from_value(data) {
+    let missing = |field: &str| Some(ws_error("invalid_message", &format!("a `{}` message needs `{field}`", msg.kind)));
+    match msg.kind.as_ref() {
+        "location" => {
+            let Some(data) = msg.data else { return missing("data") };
+            let fix: Fix = match serde_json::from_str(data.get()) {
                 Ok(f) => f,
                 Err(e) => return Some(ws_error("invalid_location", &e.to_string())),
             };
@@ -433,17 +436,31 @@ async fn handle_upstream(state: &AppState, auth: &DriverAuth, text: &str) -> Opt
                 _ => None,
             }
         }
-        Upstream::Accept { offer_id } => Some(match do_accept(state, auth, &OfferId(offer_id.clone())).await {
-            Ok(order) => Message::Text(
-                json!({"type": "accepted", "data": {"offer_id": offer_id, "order": order}}).to_string().into(),
-            ),
-            Err(e) => ws_error(e.code, &e.message),
-        }),
-        Upstream::Decline { offer_id, reason } => Some(
-            match do_decline(state, auth, &OfferId(offer_id.clone()), reason.as_deref().unwrap_or("declined")).await {
+        "ack" => {
+            let Some(seq) = msg.seq else { return missing("seq") };
+            tracing::trace!(seq, "driver acked");
+            None
+        }
+        "accept" => {
+            let Some(offer_id) = msg.offer_id.clone() else { return missing("offer_id") };
+            Some(match do_accept(state, auth, &OfferId(offer_id.clone())).await {
+                Ok(order) => Message::Text(
+                    json!({"type": "accepted", "data": {"offer_id": offer_id, "order": order}}).to_string().into(),
+                ),
+                Err(e) => ws_error(e.code, &e.message),
+            })
+        }
+        "decline" => {
+            let Some(offer_id) = msg.offer_id.clone() else { return missing("offer_id") };
+            let reason = msg.reason.as_deref().unwrap_or("declined");
+            Some(match do_decline(state, auth, &OfferId(offer_id.clone()), reason).await {
                 Ok(()) => Message::Text(json!({"type": "declined", "data": {"offer_id": offer_id}}).to_string().into()),
                 Err(e) => ws_error(e.code, &e.message),
-            },
-        ),
+            })
+        }
+        other => Some(ws_error(
+            "invalid_message",
+            &format!("unknown message type `{other}`; expected location, ack, accept or decline"),
+        )),
     }
 }
