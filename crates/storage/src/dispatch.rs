@@ -434,9 +434,7 @@ impl Db {
                     .bind(i.as_str())
                     .execute(&mut *c)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound);
-                }
+                crate::touched(done)?;
                 sqlx::query("DELETE FROM offers WHERE order_id = $1 AND state IN ('declined', 'expired')").bind(i.as_str()).execute(&mut *c).await?;
                 Ok(())
             })

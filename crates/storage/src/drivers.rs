@@ -210,9 +210,7 @@ pub(crate) async fn set_driver_status_in(c: &mut WriteConn, t: &TenantId, i: &Dr
     .bind(i.as_str())
     .execute(&mut *c)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(StorageError::NotFound);
-    }
+    crate::touched(done)?;
     insert_event(c, t, EventKind::DriverStatusChanged, i.as_str(), serde_json::json!({"driver_id": i, "status": s}))
         .await
 }
@@ -229,9 +227,7 @@ impl Db {
                     .bind(i.as_str())
                     .execute(&mut *c)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound);
-                }
+                crate::touched(done)?;
                 Ok(())
             })
         })

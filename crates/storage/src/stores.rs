@@ -181,9 +181,7 @@ impl Db {
                 .execute(&mut *c)
                 .await
                 .map_err(StorageError::from_db)?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound);
-                }
+                crate::touched(done)?;
                 Ok(())
             })
         })
@@ -204,9 +202,7 @@ impl Db {
                 .bind(i.as_str())
                 .execute(&mut *c)
                 .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound);
-                }
+                crate::touched(done)?;
                 Ok(())
             })
         })
