@@ -97,18 +97,29 @@ fn known_order(shared: &Shared, id: &str) -> Result<(u64, u32), Response> {
     }
 }
 
+/// A GET of one known order's resource: authorize, look the order up, render it.
+fn read_order(
+    shared: &Shared,
+    hash: &str,
+    headers: &HeaderMap,
+    id: &str,
+    render: impl FnOnce(u64, u32) -> Value,
+) -> Response {
+    if let Err(response) = check(hash, headers) {
+        return response;
+    }
+    match known_order(shared, id) {
+        Ok((numeric, status_id)) => Json(render(numeric, status_id)).into_response(),
+        Err(response) => response,
+    }
+}
+
 async fn get_order(
     State(shared): State<Arc<Shared>>,
     Path((hash, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = check(&hash, &headers) {
-        return response;
-    }
-    match known_order(&shared, &id) {
-        Ok((numeric, status_id)) => Json(order_json(numeric, status_id)).into_response(),
-        Err(response) => response,
-    }
+    read_order(&shared, &hash, &headers, &id, order_json)
 }
 
 async fn update_order(
@@ -169,13 +180,7 @@ async fn get_products(
     Path((hash, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = check(&hash, &headers) {
-        return response;
-    }
-    match known_order(&shared, &id) {
-        Ok((numeric, _)) => Json(collection(PRODUCTS_FIXTURE, numeric)).into_response(),
-        Err(response) => response,
-    }
+    read_order(&shared, &hash, &headers, &id, |n, _| collection(PRODUCTS_FIXTURE, n))
 }
 
 async fn get_shipping_addresses(
@@ -183,11 +188,5 @@ async fn get_shipping_addresses(
     Path((hash, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = check(&hash, &headers) {
-        return response;
-    }
-    match known_order(&shared, &id) {
-        Ok((numeric, _)) => Json(collection(SHIPPING_ADDRESSES_FIXTURE, numeric)).into_response(),
-        Err(response) => response,
-    }
+    read_order(&shared, &hash, &headers, &id, |n, _| collection(SHIPPING_ADDRESSES_FIXTURE, n))
 }
