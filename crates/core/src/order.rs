@@ -211,6 +211,32 @@ pub struct NormalizedOrder {
     pub platform_updated_at: Option<DateTime<Utc>>,
 }
 
+impl NormalizedOrder {
+    /// Replace NUL in every text field (see [`crate::text`]): a signed delivery is stored
+    /// with the offending characters replaced, never refused. Returns whether any was found.
+    pub fn scrub_text(&mut self) -> bool {
+        use crate::text::{scrub_nul, scrub_nul_opt};
+        let mut found = scrub_nul(&mut self.platform_order_id);
+        found |= scrub_nul_opt(&mut self.platform_order_number);
+        found |= scrub_nul(&mut self.customer.name);
+        found |= scrub_nul_opt(&mut self.customer.email);
+        found |= scrub_nul_opt(&mut self.customer.phone);
+        let a = &mut self.dropoff.address;
+        for field in [&mut a.line1, &mut a.city, &mut a.postal_code, &mut a.country] {
+            found |= scrub_nul(field);
+        }
+        found |= scrub_nul_opt(&mut a.line2);
+        found |= scrub_nul_opt(&mut a.region);
+        for item in &mut self.items {
+            found |= scrub_nul_opt(&mut item.sku);
+            found |= scrub_nul(&mut item.name);
+        }
+        found |= scrub_nul(&mut self.totals.currency);
+        found |= scrub_nul_opt(&mut self.notes);
+        found
+    }
+}
+
 /// Money parsing shared by adapters: platforms send decimal strings ("199.00") or numbers.
 /// Returns integer minor units for the currency's exponent.
 pub fn decimal_to_minor(text: &str, currency: &str) -> Option<i64> {

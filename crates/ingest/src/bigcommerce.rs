@@ -146,7 +146,7 @@ pub fn normalize_bigcommerce(
         lng: None,
     };
 
-    Ok(NormalizedOrder {
+    let mut order = NormalizedOrder {
         platform: Platform::Bigcommerce,
         // BigCommerce shows merchants and shoppers the order id itself ("Order #218").
         platform_order_number: Some(platform_order_id.clone()),
@@ -159,7 +159,10 @@ pub fn normalize_bigcommerce(
         notes: non_empty(o.customer_message.as_deref()),
         placed_at: fields::rfc2822("date_created", o.date_created.as_deref())?,
         platform_updated_at: fields::rfc2822("date_modified", o.date_modified.as_deref())?,
-    })
+    };
+    // Stored text must be free of NUL on every database (see `lastmile_core::text`).
+    order.scrub_text();
+    Ok(order)
 }
 
 fn line_item(p: OrderProduct, currency: &str) -> Result<LineItem, IngestError> {

@@ -82,11 +82,43 @@ pub enum Parsed {
 
 /// Parse an already verified body. Never panics on any input; a body that cannot be
 /// normalized is `IngestError::Malformed`, for the server to dead-letter.
+///
+/// Text fields come back free of NUL (replaced by U+FFFD, see `lastmile_core::text`), so
+/// every database can store them; the raw body keeps the original bytes.
 pub fn parse(platform: Platform, headers: &[(String, String)], body: &[u8]) -> Result<Parsed, IngestError> {
-    match platform {
+    let mut parsed = match platform {
         Platform::Shopify => shopify::parse(headers, body),
         Platform::Woocommerce => woocommerce::parse(headers, body),
         Platform::Bigcommerce => bigcommerce::parse(headers, body),
         Platform::Native => Err(IngestError::malformed("native orders do not arrive as webhooks")),
+    }?;
+    parsed.scrub_text();
+    Ok(parsed)
+}
+
+impl Parsed {
+    fn scrub_text(&mut self) {
+        use lastmile_core::text::{scrub_nul, scrub_nul_opt};
+        match self {
+            Parsed::Order { topic, delivery_id, order } => {
+                scrub_nul(topic);
+                scrub_nul_opt(delivery_id);
+                order.scrub_text();
+            }
+            Parsed::Deleted { topic, platform_order_id } => {
+                scrub_nul(topic);
+                scrub_nul(platform_order_id);
+            }
+            Parsed::NeedsFetch { topic, delivery_id, platform_order_id } => {
+                scrub_nul(topic);
+                scrub_nul_opt(delivery_id);
+                scrub_nul(platform_order_id);
+            }
+            Parsed::Ping => {}
+            Parsed::Ignored { topic, reason } => {
+                scrub_nul(topic);
+                scrub_nul(reason);
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,6 +22,11 @@ pub struct Limits {
     /// One semaphore per store, created on first use. A std Mutex: held only to look up.
     store_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
+
+/// Keys a limiter tracks before it drops the idle ones.
+const MAX_TRACKED_KEYS: usize = 10_000;
+/// Size of the last pruned map (process-wide: a heuristic for when to prune next).
+static PRUNED_TO: AtomicUsize = AtomicUsize::new(0);
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).expect("max(1) is non-zero")
@@ -44,6 +50,15 @@ impl Limits {
     }
 
     fn check(limiter: &DefaultKeyedRateLimiter<String>, key: &str) -> Result<(), ApiError> {
+        // Bounded memory: once many keys are tracked, forget those whose state is back to
+        // "full burst available" (they would behave the same if re-created).
+        // Pruning is O(keys), so it runs again only after the map has doubled since.
+        let len = limiter.len();
+        if len > MAX_TRACKED_KEYS && len > 2 * PRUNED_TO.load(Ordering::Relaxed) {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+            PRUNED_TO.store(limiter.len(), Ordering::Relaxed);
+        }
         limiter.check_key(&key.to_owned()).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::rate_limited(wait.as_secs_f64().ceil() as u64)
@@ -93,6 +108,19 @@ mod tests {
         assert_eq!(e.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
         assert!(e.retry_after_s.unwrap() >= 1);
         assert!(l.check_credential("b").is_ok(), "other credentials are unaffected");
+    }
+
+    #[test]
+    fn many_distinct_keys_do_not_grow_memory_without_bound() {
+        let l = Limits::new(1000, 1000, 10, 2, Duration::ZERO);
+        for i in 0..(MAX_TRACKED_KEYS * 3) {
+            l.check_credential(&format!("k{i}")).unwrap();
+        }
+        // Keys untouched for a while hold no state worth keeping; a one-request key is
+        // "recent" only until its cell has refilled (1 ms here), so most are dropped.
+        std::thread::sleep(Duration::from_millis(5));
+        l.check_credential("last").unwrap();
+        assert!(l.per_credential.len() < MAX_TRACKED_KEYS * 3, "{} keys kept", l.per_credential.len());
     }
 
     #[tokio::test]

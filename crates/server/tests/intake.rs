@@ -13,6 +13,8 @@ mod helpers;
 
 #[path = "intake/exactly_once.rs"]
 mod exactly_once;
+#[path = "intake/hostile_text.rs"]
+mod hostile_text;
 #[path = "intake/ordering_api.rs"]
 mod ordering_api;
 #[path = "intake/webhooks.rs"]

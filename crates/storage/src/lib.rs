@@ -12,6 +12,7 @@
 //! TEXT. Where the dialects differ (`FOR UPDATE SKIP LOCKED`, advisory locks, migrations)
 //! the code branches on [`Dialect`].
 
+mod bind;
 mod dispatch;
 mod drivers;
 mod intake;
@@ -24,6 +25,7 @@ pub mod testing;
 mod time;
 mod writer;
 
+pub use bind::OptF64;
 pub use dispatch::*;
 pub use drivers::*;
 pub use intake::*;

@@ -343,6 +343,49 @@ async fn failed_job_leaves_no_partial_write(db: &Db) {
     }
 }
 
+/// A statement the database refuses (PostgreSQL refuses NUL in TEXT) must not poison the
+/// connection it ran on: every later write and read on every pooled connection succeeds.
+async fn a_refused_statement_poisons_nothing(db: &Db) {
+    let (t, store) = seed(db).await;
+    for round in 0..6 {
+        let mut bad = normalized(&format!("nul-{round}"), 1_000, true);
+        bad.notes = Some("leave at the door\0please".into());
+        bad.customer.name = format!("Ada\0{round}");
+        let refused = db.intake_platform_order(src(&t, &store), bad, raw()).await;
+        if db.dialect() == Dialect::Sqlite {
+            refused.expect("SQLite stores NUL");
+        } else {
+            assert!(refused.is_err(), "PostgreSQL refuses NUL in TEXT");
+        }
+        for i in 0..4 {
+            let id = format!("ok-{round}-{i}");
+            let mut good = normalized(&id, 1_000 + i, i % 2 == 0);
+            good.notes = (i % 2 == 1).then(|| "ring twice".to_owned());
+            let out = db
+                .intake_platform_order(src(&t, &store), good, raw())
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, order {i}: a valid order after a refused one failed: {e}"));
+            assert_eq!(out.result, IntakeResult::Created);
+            db.get_order(&t, &out.order_id.expect("an id")).await.expect("and it reads back");
+        }
+    }
+}
+
+/// The first order a connection stores has no coordinates, the next has them: the
+/// statement prepared for the first must not refuse the second (a NULL double once
+/// declared the parameter `float4` on PostgreSQL and poisoned the connection).
+async fn an_order_without_coordinates_first_poisons_nothing(db: &Db) {
+    let (t, store) = seed(db).await;
+    for (i, with_coords) in [false, true, false, true].into_iter().enumerate() {
+        let out = db
+            .intake_platform_order(src(&t, &store), normalized(&format!("first-null-{i}"), 1_000, with_coords), raw())
+            .await
+            .unwrap_or_else(|e| panic!("order {i} (coordinates: {with_coords}) failed: {e}"));
+        let order = db.get_order(&t, &out.order_id.expect("an id")).await.unwrap();
+        assert_eq!(order.dropoff.lat.is_some(), with_coords);
+    }
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,5 +412,7 @@ mod on_both_backends {
         sync_jobs_lease_retry_dead,
         outbox_in_commit_order,
         failed_job_leaves_no_partial_write,
+        a_refused_statement_poisons_nothing,
+        an_order_without_coordinates_first_poisons_nothing,
     );
 }

@@ -419,6 +419,9 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
 }
 
 async fn handle_upstream(state: &AppState, auth: &DriverAuth, text: &str) -> Option<Message> {
+    if lastmile_core::text::json_has_nul(text.as_bytes()) {
+        return Some(ws_error("invalid_text", "text fields must not contain the NUL character (U+0000)"));
+    }
     let msg: Upstream = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => return Some(ws_error("invalid_message", &e.to_string())),

@@ -4,7 +4,7 @@
 
 use crate::crypto::argon2_verify;
 use crate::state::AppState;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -48,7 +48,12 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 #[utoipa::path(post, path = "/oauth/token", tag = "auth",
     request_body(content_type = "application/x-www-form-urlencoded", description = "grant_type=client_credentials&client_id=..&client_secret=.."),
     responses((status = 200, description = "An access token"), (status = 400, description = "RFC 6749 error"), (status = 401, description = "invalid_client")))]
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
         Ok(f) => f,
         Err(_) => {
@@ -91,21 +96,32 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
             used_basic,
         );
     };
-    if let Err(e) = state.limits.check_credential(&format!("oauth:{client_id}")) {
+    // Pre-authentication work is bounded: absurd lengths are refused before any lookup,
+    // unknown ids before any Argon2 check, and the rate limiter is keyed on the caller's
+    // address (which a caller cannot inflate at will) until the client id is known to exist.
+    if client_id.len() > MAX_CLIENT_ID_LEN || secret.len() > MAX_CLIENT_SECRET_LEN {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed", used_basic);
+    }
+    if let Err(e) = state.limits.check_credential(&format!("oauth-peer:{}", peer_key(peer.ip()))) {
         return e.into_response();
     }
     let client = match state.db.get_api_client(&client_id).await {
-        Ok(c) => Some(c),
-        Err(lastmile_storage::StorageError::NotFound) => None,
+        Ok(c) => c,
+        Err(lastmile_storage::StorageError::NotFound) => {
+            tracing::info!(client_id_len = client_id.len(), "token request for an unknown client id");
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed", used_basic);
+        }
         Err(e) => return crate::error::ApiError::from(e).into_response(),
     };
-    // Verify even for unknown clients (against a dummy hash) so timing does not reveal ids.
-    let hash = client.as_ref().map(|c| c.secret_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_owned());
+    if let Err(e) = state.limits.check_credential(&format!("oauth:{}", client.id.as_str())) {
+        return e.into_response();
+    }
+    let hash = client.secret_hash.clone();
     let ok = tokio::task::spawn_blocking(move || argon2_verify(&secret, &hash)).await.unwrap_or(false);
-    let Some(client) = client.filter(|_| ok) else {
-        tracing::info!(client_id = %client_id, "token request with bad client credentials");
+    if !ok {
+        tracing::info!(client_id = %client.id.as_str(), "token request with a bad client secret");
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed", used_basic);
-    };
+    }
     let ttl = state.cfg.token_ttl_s;
     match state.keys.issue_jwt(client.id.as_str(), client.tenant_id.as_str(), ttl) {
         Ok(jwt) => (
@@ -118,6 +134,19 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
     }
 }
 
-/// An Argon2 hash of a random string nobody knows.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$O2ieg8HDdGTHdFyoyb6wQHXWdHBy7LNkBrCWX9VhY3Y";
+/// Issued client ids are short (`cli_` + a UUID); secrets are 43 characters of base64.
+/// Generous bounds, far below anything that costs memory or hashing time.
+const MAX_CLIENT_ID_LEN: usize = 128;
+const MAX_CLIENT_SECRET_LEN: usize = 512;
+
+/// The rate-limit key for a caller: its IPv4 address, or its IPv6 /64 (one subscriber
+/// usually holds a whole /64, so keying on the full address would let it mint keys).
+fn peer_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
