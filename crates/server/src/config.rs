@@ -71,6 +71,53 @@ pub struct Config {
     pub bench_baseline_routes: bool,
     pub dispatch: DispatchConfig,
     pub sync: SyncConfig,
+    pub edge: EdgeConfig,
+}
+
+/// Limits at the connection edge (see `serve.rs`); answered before any handler runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// A request's headers must arrive within this many seconds.
+    pub header_read_timeout_s: u64,
+    /// A connection with no traffic either way for this long is closed (must exceed the
+    /// 30 s long-poll wait; SSE and WebSockets send keep-alives well within it).
+    pub idle_timeout_s: u64,
+    /// Open connections in all; keep below the process's file limit.
+    pub max_connections: usize,
+    /// Open connections from one source address; 0 = no cap (set 0 behind a load balancer).
+    pub max_connections_per_ip: usize,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    /// A request body must keep arriving: at most this many seconds between its chunks.
+    pub body_read_timeout_s: u64,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_s: 10,
+            idle_timeout_s: 75,
+            max_connections: 16_384,
+            max_connections_per_ip: 4_096,
+            max_headers: 64,
+            max_header_bytes: 32 * 1024,
+            body_read_timeout_s: 15,
+        }
+    }
+}
+
+impl EdgeConfig {
+    pub fn limits(&self) -> crate::serve::EdgeLimits {
+        crate::serve::EdgeLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_s),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_s),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_headers: self.max_headers,
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -146,6 +193,7 @@ impl Default for Config {
             bench_baseline_routes: false,
             dispatch: DispatchConfig::default(),
             sync: SyncConfig::default(),
+            edge: EdgeConfig::default(),
         }
     }
 }
@@ -240,6 +288,15 @@ impl Config {
         }
         if !(self.dispatch.speed_mps > 0.0 && self.dispatch.detour_factor >= 1.0) {
             return bad("dispatch.speed_mps must be > 0 and dispatch.detour_factor >= 1".into());
+        }
+        let e = &self.edge;
+        if e.header_read_timeout_s == 0 || e.body_read_timeout_s == 0 || e.idle_timeout_s < 35 {
+            return bad(
+                "edge.header_read_timeout_s and edge.body_read_timeout_s must be positive and edge.idle_timeout_s at least 35 (the long-poll wait is 30 s)".into(),
+            );
+        }
+        if e.max_connections == 0 || e.max_headers < 8 || e.max_header_bytes < 8192 {
+            return bad("edge.max_connections must be positive, edge.max_headers at least 8 and edge.max_header_bytes at least 8192".into());
         }
         if self.sync.retry_schedule_s.is_empty() || self.sync.max_concurrency_per_store == 0 {
             return bad(

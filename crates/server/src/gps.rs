@@ -47,6 +47,35 @@ fn reject(code: &'static str, message: impl Into<String>) -> FixOutcome {
     FixOutcome::Rejected { code, message: message.into() }
 }
 
+/// A fix from a phone that has been offline may be this old, and no older.
+const MAX_PAST_MS: i64 = 24 * 3600 * 1000;
+/// Bounds of the optional fields (docs/api.md lists them): beyond these a value says
+/// nothing useful about a position and only poisons ETAs and maps.
+const MAX_ACCURACY_M: f64 = 100_000.0;
+const MAX_SPEED_MPS: f64 = 100.0;
+
+/// The plausibility rules for one fix, apart from the driver's previous fixes.
+fn plausible(fix: &Fix, now_ms: i64) -> Result<(), FixOutcome> {
+    let within = |v: Option<f64>, lo: f64, hi: f64| v.is_none_or(|x| x.is_finite() && (lo..=hi).contains(&x));
+    if !within(fix.accuracy_m, 0.0, MAX_ACCURACY_M) {
+        return Err(reject("invalid_location", format!("accuracy_m must be between 0 and {MAX_ACCURACY_M} metres")));
+    }
+    if !within(fix.speed_mps, 0.0, MAX_SPEED_MPS) {
+        return Err(reject("invalid_location", format!("speed_mps must be between 0 and {MAX_SPEED_MPS}")));
+    }
+    if !within(fix.heading, 0.0, 360.0) {
+        return Err(reject("invalid_location", "heading must be between 0 and 360 degrees"));
+    }
+    let at = to_ms(fix.recorded_at);
+    if at > now_ms + MAX_FUTURE_MS {
+        return Err(reject("timestamp_in_future", "recorded_at is in the future"));
+    }
+    if at < now_ms - MAX_PAST_MS {
+        return Err(reject("stale_location", "recorded_at is more than 24 hours old"));
+    }
+    Ok(())
+}
+
 /// Check one fix and, if it passes, put it into the live index (or hold it as the newest
 /// fix of a burst). Never touches the database.
 pub fn accept(state: &AppState, tenant: &TenantId, driver: &DriverId, fix: &Fix) -> FixOutcome {
@@ -60,15 +89,10 @@ fn check_and_apply(state: &AppState, tenant: &TenantId, driver: &DriverId, fix: 
         Ok(p) => p,
         Err(e) => return reject("invalid_location", e.to_string()),
     };
-    if fix.accuracy_m.is_some_and(|a| !a.is_finite() || a < 0.0)
-        || fix.speed_mps.is_some_and(|s| !s.is_finite() || s < 0.0)
-    {
-        return reject("invalid_location", "accuracy_m and speed_mps must be non-negative numbers");
+    if let Err(rejected) = plausible(fix, state.clock.now_ms()) {
+        return rejected;
     }
     let at = to_ms(fix.recorded_at);
-    if at > state.clock.now_ms() + MAX_FUTURE_MS {
-        return reject("timestamp_in_future", "recorded_at is in the future");
-    }
     let min_interval = Duration::from_millis(state.cfg.gps_min_interval_ms);
     state.fleet.with_driver(tenant, driver, |d| {
         d.last_seen = Instant::now();
@@ -193,4 +217,43 @@ pub fn eta_for(state: &AppState, a: &ActiveDelivery, driver: GeoPoint, now: i64)
 
 pub fn fmt_ms(ms: i64) -> DateTime<Utc> {
     from_ms(ms)
+}
+
+#[cfg(test)]
+mod plausibility_tests {
+    use super::*;
+
+    fn fix(at_ms: i64) -> Fix {
+        Fix {
+            lat: 60.17,
+            lng: 24.94,
+            accuracy_m: Some(5.0),
+            heading: Some(90.0),
+            speed_mps: Some(8.0),
+            recorded_at: from_ms(at_ms),
+        }
+    }
+
+    #[test]
+    fn every_numeric_field_has_bounds() {
+        let now = 1_800_000_000_000;
+        assert!(plausible(&fix(now), now).is_ok());
+        let code = |f: Fix| match plausible(&f, now) {
+            Err(FixOutcome::Rejected { code, .. }) => code,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        assert_eq!(code(Fix { accuracy_m: Some(1e308), ..fix(now) }), "invalid_location");
+        assert_eq!(code(Fix { accuracy_m: Some(-1.0), ..fix(now) }), "invalid_location");
+        assert_eq!(code(Fix { heading: Some(1e308), ..fix(now) }), "invalid_location");
+        assert_eq!(code(Fix { heading: Some(-0.5), ..fix(now) }), "invalid_location");
+        assert_eq!(code(Fix { speed_mps: Some(f64::NAN), ..fix(now) }), "invalid_location");
+        assert_eq!(code(Fix { speed_mps: Some(250.0), ..fix(now) }), "invalid_location");
+        assert_eq!(code(fix(now + 60_000)), "timestamp_in_future");
+        assert_eq!(code(fix(now - 25 * 3600 * 1000)), "stale_location");
+        // Year 1.
+        assert_eq!(code(Fix { recorded_at: "0001-01-01T00:00:00Z".parse().unwrap(), ..fix(now) }), "stale_location");
+        assert!(
+            plausible(&Fix { accuracy_m: None, heading: None, speed_mps: None, ..fix(now - 3_600_000) }, now).is_ok()
+        );
+    }
 }

@@ -30,6 +30,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(
+            state.cfg.edge.body_read_timeout_s,
+        )))
         .layer(middleware::from_fn_with_state(limit, refuse_nul_text))
         .layer(middleware::from_fn(json_error_bodies))
         .layer(middleware::from_fn(record_metrics))

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod realtime;
 pub mod relay;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod sync_worker;
 pub mod telemetry;
@@ -114,9 +115,8 @@ impl App {
         workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
         let app = http::router(state.clone());
         let graceful = shutdown.clone();
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { graceful.cancelled().await })
-            .await;
+        let served =
+            serve::serve(listener, app, state.cfg.edge.limits(), graceful, std::time::Duration::from_secs(10)).await;
         shutdown.cancel();
         while let Some(done) = workers.join_next().await {
             if let Err(e) = done {

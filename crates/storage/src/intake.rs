@@ -108,18 +108,35 @@ pub(crate) async fn archive_in(
     result: &str,
 ) -> Result<PayloadId> {
     let id = PayloadId::generate();
+    let now = now_ms();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&raw.body))
+    };
+    // The body once per tenant and content; a replay of the same bytes adds only a row.
     sqlx::query(
-        "INSERT INTO raw_payloads (id, tenant_id, store_id, platform, headers_json, body, result, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO raw_payload_bodies (tenant_id, sha256, body, first_seen_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, sha256) DO NOTHING",
+    )
+    .bind(src.tenant_id.as_str())
+    .bind(&sha)
+    .bind(&raw.body)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    sqlx::query(
+        "INSERT INTO raw_payloads (id, tenant_id, store_id, platform, headers_json, body, result, received_at, body_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(id.as_str())
     .bind(src.tenant_id.as_str())
     .bind(src.store_id.as_str())
     .bind(src.platform.as_str())
     .bind(&raw.headers_json)
-    .bind(&raw.body)
+    .bind(Vec::<u8>::new())
     .bind(result)
-    .bind(now_ms())
+    .bind(now)
+    .bind(&sha)
     .execute(&mut *c)
     .await?;
     Ok(id)
@@ -639,10 +656,42 @@ impl Db {
                     .bind(before_ms)
                     .execute(&mut *c)
                     .await?;
+                // Bodies no archived delivery points at any more.
+                sqlx::query(
+                    "DELETE FROM raw_payload_bodies WHERE first_seen_at < $1 AND NOT EXISTS \
+                     (SELECT 1 FROM raw_payloads p WHERE p.tenant_id = raw_payload_bodies.tenant_id \
+                      AND p.body_sha256 = raw_payload_bodies.sha256)",
+                )
+                .bind(before_ms)
+                .execute(&mut *c)
+                .await?;
                 Ok(done.rows_affected())
             })
         })
         .await
+    }
+
+    /// The archived body of one delivery (kept once per distinct content).
+    pub async fn raw_payload_body(&self, tenant: &TenantId, id: &PayloadId) -> Result<Vec<u8>> {
+        let row = sqlx::query(
+            "SELECT COALESCE(b.body, p.body) AS body FROM raw_payloads p LEFT JOIN raw_payload_bodies b \
+             ON b.tenant_id = p.tenant_id AND b.sha256 = p.body_sha256 WHERE p.tenant_id = $1 AND p.id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StorageError::NotFound)?;
+        get(&row, "body")
+    }
+
+    /// How many distinct bodies the tenant's archive holds.
+    pub async fn count_raw_payload_bodies(&self, tenant: &TenantId) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM raw_payload_bodies WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        get(&row, "n")
     }
 
     pub async fn count_raw_payloads(&self, tenant: &TenantId) -> Result<i64> {

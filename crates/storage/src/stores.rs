@@ -57,12 +57,35 @@ fn store_from_row(row: &AnyRow) -> Result<StoreRecord> {
     })
 }
 
+/// A platform shop (a Shopify domain, a WooCommerce site, a BigCommerce store hash)
+/// belongs to one live store of one tenant: its webhooks are signed for one owner, and a
+/// second registration would let another tenant claim (or probe) it. Native stores name
+/// themselves freely per tenant. Checked inside the write, so two creations serialize.
+async fn identity_free_in(c: &mut crate::WriteConn, s: &StoreRecord) -> Result<()> {
+    if s.platform == Platform::Native {
+        return Ok(());
+    }
+    let taken = sqlx::query(
+        "SELECT id FROM stores WHERE platform = $1 AND platform_store_id = $2 AND deleted_at IS NULL AND id <> $3 LIMIT 1",
+    )
+    .bind(s.platform.as_str())
+    .bind(&s.platform_store_id)
+    .bind(s.id.as_str())
+    .fetch_optional(&mut *c)
+    .await?;
+    match taken {
+        Some(_) => Err(StorageError::Conflict("stores_platform_identity".into())),
+        None => Ok(()),
+    }
+}
+
 impl Db {
     #[tracing::instrument(skip_all, fields(tenant = %store.tenant_id))]
     pub async fn create_store(&self, store: StoreRecord) -> Result<StoreRecord> {
         let s = store.clone();
         self.write(move |c| {
             Box::pin(async move {
+                identity_free_in(c, &s).await?;
                 sqlx::query(&format!(
                     "INSERT INTO stores ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
                 ))
@@ -112,8 +135,9 @@ impl Db {
         store_from_row(&row)
     }
 
-    /// Stores (of any tenant) registered under a platform identity; the caller tries each
-    /// one's secret, so two tenants may register the same shop.
+    /// The live store registered under a platform identity (one at most for webhook
+    /// platforms, see `identity_free_in`; stores created before that rule may share one,
+    /// so the caller still tries each one's secret).
     pub async fn find_stores_by_identity(&self, platform: Platform, identity: &str) -> Result<Vec<StoreRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLS} FROM stores WHERE platform = $1 AND platform_store_id = $2 AND deleted_at IS NULL ORDER BY id"
@@ -161,6 +185,7 @@ impl Db {
         let u = s.clone();
         self.write(move |c| {
             Box::pin(async move {
+                identity_free_in(c, &u).await?;
                 let done = sqlx::query(
                     "UPDATE stores SET name = $1, platform_store_id = $2, webhook_secret_enc = $3, api_base_url = $4, \
                      api_credentials_enc = $5, pickup_lat = $6, pickup_lng = $7, pickup_address = $8, tier = $9, \

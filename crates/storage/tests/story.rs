@@ -79,6 +79,12 @@ async fn tenants_stores_and_scoping(db: &Db) {
     assert!(matches!(db.get_store(&t2, &store.id).await, Err(StorageError::NotFound)), "other tenant must not see it");
     let dup = StoreRecord { id: StoreId::generate(), ..store.clone() };
     assert!(matches!(db.create_store(dup).await, Err(StorageError::Conflict(_))));
+    // Another tenant cannot register the same shop either; a native store names itself freely.
+    let theirs = StoreRecord { id: StoreId::generate(), tenant_id: t2.clone(), ..store.clone() };
+    assert!(matches!(db.create_store(theirs).await, Err(StorageError::Conflict(_))), "one shop, one owner");
+    let native = StoreRecord { platform: Platform::Native, platform_store_id: "pos-1".into(), ..store.clone() };
+    db.create_store(StoreRecord { id: StoreId::generate(), ..native.clone() }).await.unwrap();
+    db.create_store(StoreRecord { id: StoreId::generate(), tenant_id: t2.clone(), ..native }).await.unwrap();
     let patched =
         db.patch_store(&t1, &store.id, StorePatch { name: Some("Acme 2".into()), ..Default::default() }).await.unwrap();
     assert_eq!(patched.name, "Acme 2");
@@ -86,7 +92,7 @@ async fn tenants_stores_and_scoping(db: &Db) {
     assert_eq!(db.find_stores_by_identity(Platform::Shopify, &store.platform_store_id).await.unwrap().len(), 1);
     db.delete_store(&t1, &store.id).await.unwrap();
     assert!(matches!(db.get_store(&t1, &store.id).await, Err(StorageError::NotFound)));
-    assert_eq!(db.list_stores(&t1).await.unwrap().len(), 0);
+    assert_eq!(db.list_stores(&t1).await.unwrap().len(), 1, "only the native store is left");
 }
 
 async fn credentials(db: &Db) {
@@ -386,6 +392,31 @@ async fn an_order_without_coordinates_first_poisons_nothing(db: &Db) {
     }
 }
 
+/// Re-posting one delivery costs a row, not another copy of its body; purging the rows
+/// purges the body they shared.
+async fn raw_payload_archive_keeps_each_body_once(db: &Db) {
+    let (t, store) = seed(db).await;
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let delivery = || RawDelivery { headers_json: "{}".into(), body: body.clone() };
+    let mut first = None;
+    for _ in 0..20 {
+        let out =
+            db.intake_platform_order(src(&t, &store), normalized("replayed", 1_000, true), delivery()).await.unwrap();
+        first.get_or_insert(out.order_id.expect("an id"));
+    }
+    assert_eq!(db.count_raw_payloads(&t).await.unwrap(), 20, "every delivery is recorded");
+    assert_eq!(db.count_raw_payload_bodies(&t).await.unwrap(), 1, "one body for identical deliveries");
+    let order = db.get_order(&t, &first.unwrap()).await.unwrap();
+    let archived = db.raw_payload_body(&t, order.raw_payload_id.as_ref().expect("archived")).await.unwrap();
+    assert_eq!(archived, body, "the archive gives back the exact bytes");
+    db.intake_platform_order(src(&t, &store), normalized("other", 1_000, true), raw()).await.unwrap();
+    assert_eq!(db.count_raw_payload_bodies(&t).await.unwrap(), 2);
+
+    db.purge_raw_payloads(now_ms() + 1).await.unwrap();
+    assert_eq!(db.count_raw_payloads(&t).await.unwrap(), 0);
+    assert_eq!(db.count_raw_payload_bodies(&t).await.unwrap(), 0, "unreferenced bodies go with their rows");
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,5 +445,6 @@ mod on_both_backends {
         failed_job_leaves_no_partial_write,
         a_refused_statement_poisons_nothing,
         an_order_without_coordinates_first_poisons_nothing,
+        raw_payload_archive_keeps_each_body_once,
     );
 }

@@ -360,6 +360,13 @@ struct Upstream<'a> {
     reason: Option<String>,
 }
 
+/// Whether a socket read failed because a frame or message exceeded the size limit.
+/// axum hides the WebSocket library's error type, so this reads its message.
+fn is_too_big(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
+}
+
 fn ws_error(code: &str, message: &str) -> Message {
     Message::Text(json!({"type": "error", "data": {"code": code, "message": message}}).to_string().into())
 }
@@ -390,7 +397,19 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
                 if failed { break; }
             }
             incoming = rx.next() => {
-                let Some(Ok(msg)) = incoming else { break };
+                let msg = match incoming {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        // A frame over the size limit closes with 1009 "message too big", so
+                        // the app knows why; other read errors mean the peer is gone.
+                        if is_too_big(&e) {
+                            let bye = CloseFrame { code: close_code::SIZE, reason: "message over 64 KiB".into() };
+                            let _ = tx.send(Message::Close(Some(bye))).await;
+                        }
+                        break;
+                    }
+                    None => break,
+                };
                 last_heard = tokio::time::Instant::now();
                 state.fleet.heard_from(&auth.driver_id);
                 let reply = match msg {

@@ -165,9 +165,8 @@ pub async fn import_orders(State(state): State<AppState>, headers: HeaderMap, bo
         .ok_or_else(|| ApiError::bad_request("missing_store_identity", "the request does not name its store"))?;
     let identity = crate::routes::admin::normalize_identity(platform, &identity);
     let candidates = state.db.find_stores_by_identity(platform, &identity).await?;
-    if candidates.is_empty() {
-        return Err(ApiError::not_found("store").with_code("store_not_found"));
-    }
+    // An unknown identity answers exactly like a bad signature: this endpoint must not
+    // tell a stranger which shops are registered here.
     let mut last_err = IngestError::InvalidSignature;
     for store in &candidates {
         let key = store_key(&state, store)?;
