@@ -71,6 +71,8 @@ pub struct Config {
     pub bench_baseline_routes: bool,
     pub dispatch: DispatchConfig,
     pub sync: SyncConfig,
+    /// The console, tracking page and driver app.
+    pub web: crate::web::WebConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -106,6 +108,9 @@ pub struct DispatchConfig {
     pub speed_mps: f64,
     /// Deliveries marked farther than this from the dropoff are flagged.
     pub deliver_distance_flag_m: f64,
+    /// After an order waited this long for a driver, its tracking page says "taking longer
+    /// than usual" and offers the customer to keep waiting or cancel.
+    pub slow_notice_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -146,6 +151,7 @@ impl Default for Config {
             bench_baseline_routes: false,
             dispatch: DispatchConfig::default(),
             sync: SyncConfig::default(),
+            web: crate::web::WebConfig::default(),
         }
     }
 }
@@ -165,6 +171,7 @@ impl Default for DispatchConfig {
             detour_factor: 1.3,
             speed_mps: 8.3,
             deliver_distance_flag_m: 300.0,
+            slow_notice_s: 300,
         }
     }
 }
@@ -252,6 +259,7 @@ impl Config {
         if self.bus != "in-process" && !self.bus.starts_with("nats://") {
             return bad(format!("bus must be `in-process` or a nats:// URL, got `{}`", self.bus));
         }
+        self.web.validate().map_err(ConfigError::Invalid)?;
         if let Some(k) = &self.secret_key {
             crate::crypto::decode_key(k.expose()).map_err(ConfigError::Invalid)?;
         }

@@ -23,6 +23,7 @@ pub mod routes;
 pub mod state;
 pub mod sync_worker;
 pub mod telemetry;
+pub mod web;
 
 use anyhow::Context;
 use config::Config;

@@ -12,26 +12,33 @@
 //! TEXT. Where the dialects differ (`FOR UPDATE SKIP LOCKED`, advisory locks, migrations)
 //! the code branches on [`Dialect`].
 
+mod console_feed;
 mod dispatch;
+mod driver_codes;
 mod drivers;
 mod intake;
 mod orders;
 mod outbox;
+mod photos;
 mod stores;
 mod sync;
 mod tenants;
 pub mod testing;
+mod users;
 mod time;
 mod writer;
 
+pub use console_feed::*;
 pub use dispatch::*;
 pub use drivers::*;
 pub use intake::*;
 pub use orders::*;
 pub use outbox::*;
+pub use photos::*;
 pub use stores::*;
 pub use sync::*;
 pub use tenants::*;
+pub use users::*;
 pub use time::{from_ms, now_ms, to_ms};
 pub use writer::WriteConn;
 
