@@ -74,4 +74,16 @@ impl Db {
             created_at: get(&row, "created_at")?,
         })
     }
+
+    /// The photos kept for an order, oldest first: (id, content type, created_at).
+    pub async fn order_photos(&self, tenant: &TenantId, order: &OrderId) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT id, content_type, created_at FROM delivery_photos WHERE tenant_id = $1 AND order_id = $2 ORDER BY created_at, id",
+        )
+        .bind(tenant.as_str())
+        .bind(order.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((get(r, "id")?, get(r, "content_type")?, get(r, "created_at")?))).collect()
+    }
 }

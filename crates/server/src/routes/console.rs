@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{id}", delete(disable_user))
         .route("/v1/drivers/{id}/login-code", post(driver_login_code))
         .route("/v1/photos/{id}", get(photo))
+        .route("/v1/orders/{id}/photos", get(order_photos))
         .route("/v1/customer-choices", get(customer_choices))
         .route("/v1/stats", get(stats))
 }
@@ -269,6 +270,18 @@ pub async fn photo(State(state): State<AppState>, auth: AdminAuth, Path(id): Pat
     h.insert(header::CACHE_CONTROL, "private, max-age=86400".parse().map_err(ApiError::internal)?);
     h.insert("x-content-type-options", "nosniff".parse().map_err(ApiError::internal)?);
     Ok(res)
+}
+
+#[utoipa::path(get, path = "/v1/orders/{id}/photos", tag = "console", params(("id" = String, Path)),
+    responses((status = 200, description = "{photos: [{id, url, content_type, created_at}]}: proof-of-delivery photos drivers uploaded")), security(("admin_key" = [])))]
+pub async fn order_photos(State(state): State<AppState>, auth: AdminAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let order = state.db.get_order(&auth.tenant_id, &lastmile_core::OrderId(id)).await.map_err(not_found("order"))?;
+    let list = state.db.order_photos(&auth.tenant_id, &order.id).await?;
+    let photos: Vec<Value> = list
+        .into_iter()
+        .map(|(id, ct, at)| json!({"url": format!("/v1/photos/{id}"), "id": id, "content_type": ct, "created_at": from_ms(at)}))
+        .collect();
+    Ok(Json(json!({"photos": photos})))
 }
 
 #[derive(Debug, Deserialize, Default)]
