@@ -92,6 +92,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         limits: Arc::new(limits),
         connectors,
         metrics: telemetry::metrics_handle(),
+        web: web::WebState::default(),
     };
     Ok(App { addr, state, listener })
 }

@@ -18,8 +18,6 @@ use lastmile_core::{DriverId, TenantId};
 use lastmile_storage::{from_ms, now_ms, ConsoleSession, NewSession, StorageError, UserRecord};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::num::NonZeroU32;
-use std::sync::OnceLock;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,29 +33,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/stats", get(stats))
 }
 
-type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
-
-/// Sign-in attempts per name (email, or "admin key"): 10 at once, then one every 6 s.
-/// Guessing passwords or codes stays slow whatever the general rate limits allow.
-pub(crate) fn sign_in_limiter() -> &'static KeyedLimiter {
-    static L: OnceLock<KeyedLimiter> = OnceLock::new();
-    L.get_or_init(|| {
-        let q = governor::Quota::per_minute(NonZeroU32::new(10).expect("nonzero"))
-            .allow_burst(NonZeroU32::new(10).expect("nonzero"));
-        governor::RateLimiter::keyed(q)
-    })
-}
-
-pub(crate) fn check_sign_in_rate(key: &str) -> ApiResult<()> {
-    sign_in_limiter().check_key(&key.to_owned()).map_err(|_| ApiError::rate_limited(6))
-}
-
-fn check_role(role: &str) -> ApiResult<()> {
-    if ROLES.contains(&role) {
-        Ok(())
-    } else {
-        Err(ApiError::validation(vec![("role".into(), "must be admin, dispatcher or viewer".into())]))
-    }
+pub(crate) fn check_sign_in_rate(state: &AppState, key: &str) -> ApiResult<()> {
+    state.web.sign_in.check_key(&key.to_owned()).map_err(|_| ApiError::rate_limited(6))
 }
 
 /// Create a console user (the API and `lastmile admin create-user` both come here).
@@ -106,7 +83,7 @@ pub async fn login(State(state): State<AppState>, Json(input): Json<LoginInput>)
     let wrong = || ApiError::unauthorized("wrong email, password or key");
     let session = match (&input.admin_key, &input.email, &input.password) {
         (Some(key), _, _) => {
-            check_sign_in_rate("admin key")?;
+            check_sign_in_rate(&state, "admin key")?;
             if !key.starts_with("lm_admin_") {
                 return Err(wrong());
             }
@@ -126,7 +103,7 @@ pub async fn login(State(state): State<AppState>, Json(input): Json<LoginInput>)
         }
         (None, Some(email), Some(password)) => {
             let email = email.trim().to_ascii_lowercase();
-            check_sign_in_rate(&email)?;
+            check_sign_in_rate(&state, &email)?;
             let user = match state.db.user_by_email(&email).await {
                 Ok(u) => Some(u),
                 Err(StorageError::NotFound) => None,
@@ -208,7 +185,6 @@ pub async fn create_user_route(
     auth: AdminAuth,
     Json(input): Json<UserInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    check_role(&input.role)?;
     let u = create_user(&state.db, &auth.tenant_id, &input.email, &input.password, &input.role).await?;
     Ok((StatusCode::CREATED, Json(user_view(&u))))
 }

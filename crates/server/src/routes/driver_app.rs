@@ -43,7 +43,7 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(input): Json<LoginInput>,
 ) -> ApiResult<Json<Value>> {
-    check_sign_in_rate(&format!("driver code from {}", peer.ip()))?;
+    check_sign_in_rate(&state, &format!("driver code from {}", peer.ip()))?;
     let code = normalize_login_code(&input.code);
     if code.len() != 8 {
         return Err(ApiError::unauthorized("unknown, used or expired code"));

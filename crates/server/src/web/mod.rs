@@ -14,6 +14,23 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// The web apps' share of the application state.
+#[derive(Clone)]
+pub struct WebState {
+    /// Sign-in attempts per name (email, "admin key", or a driver code's source address):
+    /// 10 at once, then one every 6 s, so guessing passwords or codes stays slow whatever
+    /// the general rate limits allow.
+    pub sign_in: std::sync::Arc<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+impl Default for WebState {
+    fn default() -> Self {
+        let ten = std::num::NonZeroU32::new(10).expect("nonzero");
+        let quota = governor::Quota::per_minute(ten).allow_burst(ten);
+        Self { sign_in: std::sync::Arc::new(governor::RateLimiter::keyed(quota)) }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebConfig {
