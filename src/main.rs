@@ -104,7 +104,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{} ({}): {}", e.message, e.code, e.details))?;
             db.close().await;
-            let mut out = serde_json::json!({"user_id": user.id, "tenant_id": tenant, "email": user.email, "role": user.role});
+            let mut out =
+                serde_json::json!({"user_id": user.id, "tenant_id": tenant, "email": user.email, "role": user.role});
             if generated {
                 out["password"] = serde_json::json!(password);
             }

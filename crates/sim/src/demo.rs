@@ -169,7 +169,12 @@ async fn web_driver_link(s: &DemoServer) -> anyhow::Result<String> {
         .error_for_status()?
         .json()
         .await?;
-    Ok(format!("{}{}   (code {})", s.base, code["app_url"].as_str().unwrap_or("/driver/"), code["code"].as_str().unwrap_or("?")))
+    Ok(format!(
+        "{}{}   (code {})",
+        s.base,
+        code["app_url"].as_str().unwrap_or("/driver/"),
+        code["code"].as_str().unwrap_or("?")
+    ))
 }
 
 fn print_banner(s: &DemoServer, driver_link: &str) {

@@ -24,8 +24,8 @@ mod stores;
 mod sync;
 mod tenants;
 pub mod testing;
-mod users;
 mod time;
+mod users;
 mod writer;
 
 pub use console_feed::*;
@@ -38,8 +38,8 @@ pub use photos::*;
 pub use stores::*;
 pub use sync::*;
 pub use tenants::*;
-pub use users::*;
 pub use time::{from_ms, now_ms, to_ms};
+pub use users::*;
 pub use writer::WriteConn;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -49,7 +49,13 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
 
 impl Db {
     /// A new console user; `Conflict` when the email is taken (in any tenant).
-    pub async fn create_user(&self, tenant: &TenantId, email: &str, password_hash: &str, role: &str) -> Result<UserRecord> {
+    pub async fn create_user(
+        &self,
+        tenant: &TenantId,
+        email: &str,
+        password_hash: &str,
+        role: &str,
+    ) -> Result<UserRecord> {
         let user = UserRecord {
             id: format!("usr_{}", uuid::Uuid::now_v7().simple()),
             tenant_id: tenant.clone(),

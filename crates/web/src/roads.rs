@@ -7,10 +7,7 @@ use lastmile_core::roads::classify_way;
 use std::collections::HashMap;
 
 fn is_major(highway: &str) -> bool {
-    matches!(
-        highway.trim_end_matches("_link"),
-        "motorway" | "trunk" | "primary" | "secondary" | "tertiary"
-    )
+    matches!(highway.trim_end_matches("_link"), "motorway" | "trunk" | "primary" | "secondary" | "tertiary")
 }
 
 /// Read an `.osm.pbf` and answer a GeoJSON FeatureCollection of its drivable streets,

@@ -38,7 +38,13 @@ pub(crate) fn check_sign_in_rate(state: &AppState, key: &str) -> ApiResult<()> {
 }
 
 /// Create a console user (the API and `lastmile admin create-user` both come here).
-pub async fn create_user(db: &lastmile_storage::Db, tenant: &TenantId, email: &str, password: &str, role: &str) -> ApiResult<UserRecord> {
+pub async fn create_user(
+    db: &lastmile_storage::Db,
+    tenant: &TenantId,
+    email: &str,
+    password: &str,
+    role: &str,
+) -> ApiResult<UserRecord> {
     let email = email.trim().to_ascii_lowercase();
     let mut fields = Vec::new();
     if !email.contains('@') || email.len() > 254 {
@@ -112,7 +118,8 @@ pub async fn login(State(state): State<AppState>, Json(input): Json<LoginInput>)
             // Verify against a real hash even for unknown names, so timing tells nothing.
             let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.clone());
             let pw = password.clone();
-            let ok = tokio::task::spawn_blocking(move || argon2_verify(&pw, &hash)).await.map_err(ApiError::internal)?;
+            let ok =
+                tokio::task::spawn_blocking(move || argon2_verify(&pw, &hash)).await.map_err(ApiError::internal)?;
             let Some(user) = user.filter(|_| ok) else {
                 tracing::info!(email = %email, "console sign-in refused");
                 return Err(wrong());
@@ -126,9 +133,7 @@ pub async fn login(State(state): State<AppState>, Json(input): Json<LoginInput>)
                 expires_at,
             }
         }
-        _ => {
-            return Err(ApiError::validation(vec![("email".into(), "give email and password, or admin_key".into())]))
-        }
+        _ => return Err(ApiError::validation(vec![("email".into(), "give email and password, or admin_key".into())])),
     };
     let token = new_token("lm_ses");
     let csrf = new_token("lm_csrf");
@@ -161,7 +166,8 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
 
 #[utoipa::path(get, path = "/v1/console/session", tag = "console", responses((status = 200, description = "{tenant_id, role, tenant_name}"), (status = 401, description = "Not signed in")))]
 pub async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let token = session::cookie(&headers, session::SESSION_COOKIE).ok_or_else(|| ApiError::unauthorized("not signed in"))?;
+    let token =
+        session::cookie(&headers, session::SESSION_COOKIE).ok_or_else(|| ApiError::unauthorized("not signed in"))?;
     let s = state.db.session(&lookup_hash(token), now_ms()).await.map_err(|e| match e {
         StorageError::NotFound => ApiError::unauthorized("not signed in"),
         other => other.into(),
@@ -196,7 +202,11 @@ pub async fn list_users(State(state): State<AppState>, auth: AdminAuth) -> ApiRe
 }
 
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "console", params(("id" = String, Path)), responses((status = 204, description = "Disabled; their sessions end")), security(("admin_key" = [])))]
-pub async fn disable_user(State(state): State<AppState>, auth: AdminAuth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn disable_user(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     state.db.disable_user(&auth.tenant_id, &id).await.map_err(not_found("user"))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -228,12 +238,19 @@ pub async fn driver_login_code(
     let expires_at = now_ms() + state.cfg.web.login_code_ttl_s as i64 * 1000;
     state
         .db
-        .create_driver_login_code(&auth.tenant_id, &DriverId(id.clone()), &lookup_hash(&normalize_login_code(&code)), expires_at)
+        .create_driver_login_code(
+            &auth.tenant_id,
+            &DriverId(id.clone()),
+            &lookup_hash(&normalize_login_code(&code)),
+            expires_at,
+        )
         .await
         .map_err(not_found("driver"))?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"driver_id": id, "code": code, "expires_at": from_ms(expires_at), "app_url": format!("/driver/#code={code}")})),
+        Json(
+            json!({"driver_id": id, "code": code, "expires_at": from_ms(expires_at), "app_url": format!("/driver/#code={code}")}),
+        ),
     ))
 }
 
@@ -250,7 +267,11 @@ pub async fn photo(State(state): State<AppState>, auth: AdminAuth, Path(id): Pat
 
 #[utoipa::path(get, path = "/v1/orders/{id}/photos", tag = "console", params(("id" = String, Path)),
     responses((status = 200, description = "{photos: [{id, url, content_type, created_at}]}: proof-of-delivery photos drivers uploaded")), security(("admin_key" = [])))]
-pub async fn order_photos(State(state): State<AppState>, auth: AdminAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn order_photos(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let order = state.db.get_order(&auth.tenant_id, &lastmile_core::OrderId(id)).await.map_err(not_found("order"))?;
     let list = state.db.order_photos(&auth.tenant_id, &order.id).await?;
     let photos: Vec<Value> = list
@@ -295,7 +316,11 @@ fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
 
 #[utoipa::path(get, path = "/v1/stats", tag = "console", params(("hours" = Option<i64>, Query, description = "window, default 24")),
     responses((status = 200, description = "{hours, orders, orders_per_hour, time_to_assign_s: {p50, p95, count}, delivered, on_time_pct}")), security(("admin_key" = [])))]
-pub async fn stats(State(state): State<AppState>, auth: AdminAuth, Query(q): Query<WindowQuery>) -> ApiResult<Json<Value>> {
+pub async fn stats(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Json<Value>> {
     let (hours, since) = q.since();
     let mut f = state.db.ops_figures(&auth.tenant_id, since, state.cfg.web.on_time_s as i64 * 1000).await?;
     f.assign_waits_ms.sort_unstable();

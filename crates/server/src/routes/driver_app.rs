@@ -21,14 +21,11 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 
 pub fn router(cfg: &WebConfig) -> Router<AppState> {
-    Router::new()
-        .route("/v1/driver/login", post(login))
-        .route("/v1/driver/me", get(me))
-        .route(
-            "/v1/driver/orders/{order_id}/photo",
-            // Over the general body limit on purpose (photos); the handler answers 413 past it.
-            post(upload_photo).layer(DefaultBodyLimit::max(cfg.photo_max_bytes)),
-        )
+    Router::new().route("/v1/driver/login", post(login)).route("/v1/driver/me", get(me)).route(
+        "/v1/driver/orders/{order_id}/photo",
+        // Over the general body limit on purpose (photos); the handler answers 413 past it.
+        post(upload_photo).layer(DefaultBodyLimit::max(cfg.photo_max_bytes)),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,10 +67,15 @@ pub async fn me(State(state): State<AppState>, auth: DriverAuth) -> ApiResult<Js
     let mut pickups = serde_json::Map::new();
     for id in store_ids {
         if let Ok(s) = state.db.get_store(&auth.tenant_id, &id).await {
-            pickups.insert(id.0.clone(), json!({"name": s.name, "address": s.pickup_address, "lat": s.pickup_lat, "lng": s.pickup_lng}));
+            pickups.insert(
+                id.0.clone(),
+                json!({"name": s.name, "address": s.pickup_address, "lat": s.pickup_lat, "lng": s.pickup_lng}),
+            );
         }
     }
-    Ok(Json(json!({"id": d.id, "name": d.name, "status": d.status, "capacity": d.capacity, "orders": orders, "pickups": pickups})))
+    Ok(Json(
+        json!({"id": d.id, "name": d.name, "status": d.status, "capacity": d.capacity, "orders": orders, "pickups": pickups}),
+    ))
 }
 
 const PHOTO_TYPES: [&str; 3] = ["image/jpeg", "image/png", "image/webp"];
@@ -106,7 +108,14 @@ pub async fn upload_photo(
             ApiError::bad_request("invalid_body", e.body_text())
         }
     })?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
     if !PHOTO_TYPES.contains(&ct) || !looks_like(ct, &body) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -61,7 +61,11 @@ async fn roads_for(path: PathBuf) -> ApiResult<(Bytes, String)> {
     responses((status = 200, description = "GeoJSON FeatureCollection: MultiLineString features `major` and `minor`, with `bbox`"), (status = 404, description = "map_unavailable: no web.osm_pbf configured")))]
 pub async fn roads(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let Some(path) = state.cfg.web.osm_pbf.clone() else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "map_unavailable", "no street map is configured (web.osm_pbf)"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "map_unavailable",
+            "no street map is configured (web.osm_pbf)",
+        ));
     };
     let (body, etag) = roads_for(path).await?;
     let mut res = if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {

@@ -2,10 +2,10 @@
 
 pub mod admin;
 pub mod console;
+pub mod driver;
 pub mod driver_app;
 pub mod events;
 pub mod map;
-pub mod driver;
 pub mod oauth;
 pub mod ops;
 pub mod orders;

@@ -50,7 +50,9 @@ async fn view(state: &AppState, order: &Order) -> ApiResult<Value> {
     };
     let mut v = json!({"status": order.status, "eta": eta, "driver": driver, "updated_at": order.updated_at});
     // The slow-dispatch notice and the customer's choice (routes/track_choice.rs).
-    if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), crate::routes::track_choice::view_extras(state, order).await?) {
+    if let (Some(v), Value::Object(extra)) =
+        (v.as_object_mut(), crate::routes::track_choice::view_extras(state, order).await?)
+    {
         v.extend(extra);
     }
     Ok(v)

@@ -30,7 +30,11 @@ fn cancellable(s: OrderStatus) -> bool {
 
 /// When the page should say "taking longer than usual": `slow_notice_s` after the order
 /// became ready (or arrived, if later) — or after the customer last chose to keep waiting.
-pub fn slow_notice_at(state: &AppState, order: &Order, choice: Option<&CustomerChoice>) -> Option<chrono::DateTime<chrono::Utc>> {
+pub fn slow_notice_at(
+    state: &AppState,
+    order: &Order,
+    choice: Option<&CustomerChoice>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
     if !waiting_for_driver(order.status) {
         return None;
     }
@@ -61,14 +65,18 @@ async fn load(state: &AppState, token: &str) -> ApiResult<Order> {
 pub async fn cancel(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Json<Value>> {
     let order = load(&state, &token).await?;
     if !cancellable(order.status) {
-        return Err(ApiError::conflict("too_late_to_cancel", format!("the order is {} and can no longer be cancelled", order.status)));
+        return Err(ApiError::conflict(
+            "too_late_to_cancel",
+            format!("the order is {} and can no longer be cancelled", order.status),
+        ));
     }
-    let cancelled = state.db.cancel_order(&order.tenant_id, &order.id, "cancelled by the customer").await.map_err(|e| match e {
-        lastmile_storage::StorageError::InvalidTransition { .. } => {
-            ApiError::conflict("too_late_to_cancel", "the order can no longer be cancelled")
-        }
-        other => other.into(),
-    })?;
+    let cancelled =
+        state.db.cancel_order(&order.tenant_id, &order.id, "cancelled by the customer").await.map_err(|e| match e {
+            lastmile_storage::StorageError::InvalidTransition { .. } => {
+                ApiError::conflict("too_late_to_cancel", "the order can no longer be cancelled")
+            }
+            other => other.into(),
+        })?;
     state.db.record_customer_choice(&order.tenant_id, &order.id, "cancel").await?;
     Ok(Json(json!({"status": cancelled.status})))
 }

@@ -98,7 +98,10 @@ pub fn router() -> Router<AppState> {
         .route("/driver/", get(|h: HeaderMap| async move { page("driver/index.html", &h) }))
         // The service worker and manifest sit in /driver/ so the worker's scope is the app.
         .route("/driver/sw.js", get(|h: HeaderMap| async move { page("driver/sw.js", &h) }))
-        .route("/driver/manifest.webmanifest", get(|h: HeaderMap| async move { page("driver/manifest.webmanifest", &h) }))
+        .route(
+            "/driver/manifest.webmanifest",
+            get(|h: HeaderMap| async move { page("driver/manifest.webmanifest", &h) }),
+        )
         .route("/assets/{*path}", get(asset))
 }
 

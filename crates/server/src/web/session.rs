@@ -42,7 +42,9 @@ pub fn role_allows(role: &str, method: &Method, path: &str) -> bool {
     match role {
         "admin" => true,
         "dispatcher" => {
-            read || ["/v1/orders", "/v1/drivers", "/v1/dead-letters", "/v1/console/"].iter().any(|p| path.starts_with(p))
+            read || ["/v1/orders", "/v1/drivers", "/v1/dead-letters", "/v1/console/"]
+                .iter()
+                .any(|p| path.starts_with(p))
         }
         "viewer" => read || path.starts_with("/v1/console/"),
         _ => false,

@@ -16,12 +16,8 @@ struct Console {
 async fn sign_in(app: &TestApp, body: Value) -> Result<Console, (u16, Value)> {
     let res = app.http.post(app.url("/v1/console/login")).json(&body).send().await.unwrap();
     let status = res.status().as_u16();
-    let cookies: Vec<String> = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect();
+    let cookies: Vec<String> =
+        res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
     let answer: Value = res.json().await.unwrap_or(Value::Null);
     if status != 200 {
         return Err((status, answer));
@@ -55,7 +51,9 @@ async fn sessions_and_roles(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, admin) = app.tenant("roles").await;
     let user = |email: &str, role: &str| json!({"email": email, "password": "long enough pw", "role": role});
-    for (email, role) in [("boss@roles.example", "admin"), ("desk@roles.example", "dispatcher"), ("eyes@roles.example", "viewer")] {
+    for (email, role) in
+        [("boss@roles.example", "admin"), ("desk@roles.example", "dispatcher"), ("eyes@roles.example", "viewer")]
+    {
         let (s, b) = app.post_json("/v1/users", &admin, &user(email, role)).await;
         assert_eq!((s, b["role"].as_str()), (201, Some(role)), "{b}");
         assert!(b.get("password_hash").is_none());
@@ -68,7 +66,8 @@ async fn sessions_and_roles(backend: Backend) {
 
     // Wrong password and unknown names look the same.
     let wrong = sign_in(&app, json!({"email": "desk@roles.example", "password": "not it at all"})).await.err().unwrap();
-    let unknown = sign_in(&app, json!({"email": "who@roles.example", "password": "not it at all"})).await.err().unwrap();
+    let unknown =
+        sign_in(&app, json!({"email": "who@roles.example", "password": "not it at all"})).await.err().unwrap();
     assert_eq!((wrong.0, &wrong.1), (401, &unknown.1));
 
     let desk = sign_in(&app, json!({"email": "DESK@roles.example", "password": "long enough pw"})).await.unwrap();
@@ -109,7 +108,13 @@ async fn sessions_and_roles(backend: Backend) {
     // Disabling a user ends their sessions at once; signing out ends one.
     let users = app.get_json("/v1/users", &admin).await.1;
     let eyes_id = users["users"].as_array().unwrap().iter().find(|u| u["role"] == "viewer").unwrap()["id"].clone();
-    let res = app.http.delete(app.url(&format!("/v1/users/{}", eyes_id.as_str().unwrap()))).bearer_auth(&admin).send().await.unwrap();
+    let res = app
+        .http
+        .delete(app.url(&format!("/v1/users/{}", eyes_id.as_str().unwrap())))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(eyes.send(&app, "GET", "/v1/drivers", None, false).await.0, 401);
     assert_eq!(desk.send(&app, "POST", "/v1/console/logout", None, true).await.0, 204);
@@ -183,7 +188,9 @@ async fn driver_with_order(app: &TestApp, admin: &str) -> (String, Value) {
         }
         assert!(tokio::time::Instant::now() < deadline, "no offer arrived");
     };
-    let (s, b) = app.post_json(&format!("/v1/driver/offers/{}/accept", offer["offer_id"].as_str().unwrap()), &token, &json!({})).await;
+    let (s, b) = app
+        .post_json(&format!("/v1/driver/offers/{}/accept", offer["offer_id"].as_str().unwrap()), &token, &json!({}))
+        .await;
     assert_eq!(s, 200, "{b}");
     (token, order)
 }
@@ -221,7 +228,11 @@ async fn photos(backend: Backend) {
     let (s, b) = app.post_json(&format!("/v1/driver/orders/{id}/pickup"), &token, &json!({})).await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = app
-        .post_json(&format!("/v1/driver/orders/{id}/deliver"), &token, &json!({"recipient_name": "Maija", "photo_url": url}))
+        .post_json(
+            &format!("/v1/driver/orders/{id}/deliver"),
+            &token,
+            &json!({"recipient_name": "Maija", "photo_url": url}),
+        )
         .await;
     assert_eq!((s, b["status"].as_str()), (200, Some("delivered")), "{b}");
     let res = app.http.get(app.url(url)).bearer_auth(&admin).send().await.unwrap();
@@ -333,7 +344,10 @@ async fn customer_choices(backend: Backend) {
     let (s, b) = track_post(&app, token, "cancel").await;
     assert_eq!((s, b["status"].as_str()), (200, Some("cancelled")), "{b}");
     let (_, o) = app.get_json(&format!("/v1/orders/{}", order["id"].as_str().unwrap()), &admin).await;
-    assert_eq!((o["status"].as_str(), o["status_reason"].as_str()), (Some("cancelled"), Some("cancelled by the customer")));
+    assert_eq!(
+        (o["status"].as_str(), o["status_reason"].as_str()),
+        (Some("cancelled"), Some("cancelled by the customer"))
+    );
     let (s, b) = track_post(&app, token, "cancel").await;
     assert_eq!((s, b["error"]["code"].as_str()), (409, Some("too_late_to_cancel")));
     let (s, b) = track_post(&app, token, "keep-waiting").await;
@@ -364,7 +378,11 @@ async fn stats(backend: Backend) {
     app.post_json(&format!("/v1/driver/orders/{id}/deliver"), &token, &json!({})).await;
     let (s, st) = app.get_json("/v1/stats?hours=1", &admin).await;
     assert_eq!(s, 200, "{st}");
-    assert_eq!((st["orders"].as_i64(), st["delivered"].as_i64(), st["on_time_pct"].as_f64()), (Some(1), Some(1), Some(100.0)), "{st}");
+    assert_eq!(
+        (st["orders"].as_i64(), st["delivered"].as_i64(), st["on_time_pct"].as_f64()),
+        (Some(1), Some(1), Some(100.0)),
+        "{st}"
+    );
     assert_eq!(st["time_to_assign_s"]["count"], 1);
     assert!(st["time_to_assign_s"]["p50"].as_f64().unwrap() >= 0.0);
     let (_, other) = app.tenant("other").await;
