@@ -122,7 +122,7 @@ async function renderMap(_arg, ctx) {
     <span><i style="background:#7b3fe4"></i>assigned</span><span><i style="background:#0b5fff"></i>on its way</span>
     <span><i style="background:#0a7d3b"></i>delivered</span></p>
     <div id="bigmap" class="bigmap" role="application" aria-label="Live map of drivers and orders"></div>`;
-  const map = await createMap($('bigmap'), { zoom: 14 });
+  const map = await createMap($('bigmap'), { zoom: 14, fit: true });
   const layer = window.L.layerGroup().addTo(map);
   const draw = () => {
     layer.clearLayers();
@@ -284,7 +284,7 @@ async function renderQueues(_arg, ctx) {
     const id = box.dataset.order;
     let point = null;
     let marker = null;
-    const map = await createMap(box.querySelector('.pickmap'), { zoom: 13 });
+    const map = await createMap(box.querySelector('.pickmap'), { zoom: 13, fit: true });
     maps.push(map);
     const choose = (lat, lng, label) => {
       point = { lat, lng };

@@ -14,8 +14,9 @@ function roads() {
   return roadsPromise;
 }
 
-/** A map in `el`; resolves once its base layer is chosen (streets may load after). */
-export async function createMap(el, { zoom = 14 } = {}) {
+/** A map in `el`; resolves once its base layer is chosen (streets may load after).
+ *  `fit`: open on the whole street map once it has loaded. */
+export async function createMap(el, { zoom = 14, fit = false } = {}) {
   const L = window.L;
   const cfg = await mapConfig();
   const map = L.map(el, { zoomControl: true, preferCanvas: true }).setView(cfg.center, zoom);
@@ -24,16 +25,20 @@ export async function createMap(el, { zoom = 14 } = {}) {
     L.tileLayer(cfg.tile_url, { maxZoom: 19, attribution: cfg.attribution }).addTo(map);
   } else if (cfg.roads) {
     map.attributionControl.addAttribution(cfg.attribution);
-    const renderer = L.canvas({ padding: 0.5 });
+    // Streets in their own pane under the markers (overlays sit at z-index 400).
+    map.createPane('streets').style.zIndex = 350;
+    const renderer = L.canvas({ padding: 0.5, pane: 'streets' });
     roads().then((gj) => {
       if (!gj) return;
+      if (fit && gj.bbox) map.fitBounds([[gj.bbox[1], gj.bbox[0]], [gj.bbox[3], gj.bbox[2]]]);
       L.geoJSON(gj, {
+        pane: 'streets',
         renderer,
         interactive: false,
         style: (f) => (f.properties.class === 'major'
           ? { color: '#ffffff', weight: 5, opacity: 1 }
           : { color: '#ffffff', weight: 2.5, opacity: 0.95 }),
-      }).addTo(map).bringToBack();
+      }).addTo(map);
       el.dataset.roads = 'loaded';
     });
   }
