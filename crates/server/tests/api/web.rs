@@ -419,6 +419,10 @@ async fn pages_and_assets(backend: Backend) {
     assert_eq!(app.get_json("/assets/nothing.js", "").await.0, 404);
     let res = app.http.get(app.url("/")).send().await.unwrap();
     assert_eq!(res.url().path(), "/console/", "the root leads to the console");
+    let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    for path in ["/v1/console/login", "/v1/events", "/v1/map/roads", "/v1/driver/login", "/v1/track/{token}/cancel"] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
     app.stop().await;
 }
 
