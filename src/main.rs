@@ -102,7 +102,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let password = password.unwrap_or_else(|| lastmile_server::crypto::new_token("pw"));
             let user = lastmile_server::routes::console::create_user(&db, &tenant, &email, &password, &role)
                 .await
-                .map_err(|e| anyhow::anyhow!("{} ({}): {}", e.message, e.code, e.details))?;
+                .map_err(|e| match e.details.get("fields") {
+                    Some(fields) => anyhow::anyhow!("{} ({}): {fields}", e.message, e.code),
+                    None => anyhow::anyhow!("{} ({})", e.message, e.code),
+                })?;
             db.close().await;
             let mut out =
                 serde_json::json!({"user_id": user.id, "tenant_id": tenant, "email": user.email, "role": user.role});

@@ -73,11 +73,13 @@ async function loadAll() {
   const waiting = [...orders.values()].filter((o) => o.status === 'needs_location' || o.dispatch_stalled).length;
   $('queue-count').textContent = waiting ? String(waiting) : '';
 }
+/** At most one refresh per half second however fast events come (a busy city sends many). */
 function scheduleRefresh() {
-  clearTimeout(refreshTimer);
+  if (refreshTimer) return;
   refreshTimer = setTimeout(async () => {
     try { await loadAll(); rerender(true); } catch { /* the next event retries */ }
-  }, 250);
+    refreshTimer = null;
+  }, 500);
 }
 
 function listen() {
