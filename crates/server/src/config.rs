@@ -215,8 +215,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        // The test database URL is for the test suite only; it is not a server setting.
-        fig = fig.merge(Env::prefixed("LASTMILE_").split("__").ignore(&["test_database_url", "test_nats_url"]));
+        // The test database URL is for the test suite only; it is not a server setting; nor is
+        // the password `lastmile admin create-user` may read.
+        fig = fig.merge(Env::prefixed("LASTMILE_").split("__").ignore(&[
+            "test_database_url",
+            "test_nats_url",
+            "user_password",
+        ]));
         let cfg: Config = fig.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
