@@ -127,7 +127,12 @@ async function renderMap(_arg, ctx) {
   const map = await createMap($('bigmap'), { zoom: 14, fit: true });
   const layer = window.L.layerGroup().addTo(map);
   const draw = () => {
+    const started = performance.now();
     layer.clearLayers();
+    const jobs = new Map();
+    for (const o of orders.values()) {
+      if (o.driver_id && (o.status === 'assigned' || o.status === 'picked_up')) jobs.set(o.driver_id, o);
+    }
     for (const o of orders.values()) {
       if (o.dropoff.lat == null || o.status === 'cancelled') continue;
       dot([o.dropoff.lat, o.dropoff.lng], ORDER_COLOR[o.status], 6)
@@ -136,12 +141,14 @@ async function renderMap(_arg, ctx) {
     }
     for (const d of drivers) {
       if (!d.location) continue;
-      const job = [...orders.values()].find((o) => o.driver_id === d.id && (o.status === 'assigned' || o.status === 'picked_up'));
+      const job = jobs.get(d.id);
       dot([d.location.lat, d.location.lng], driverColor(d), 9)
         .bindPopup(`<strong>${esc(d.name)}</strong><br>${esc(driverState(d))} · ${d.active_orders}/${d.capacity}<br>
           last fix ${esc(relTime(d.last_seen_at))}<br>${job ? `job: <a href="#/order/${esc(job.id)}">${esc(orderName(job))}</a> ${badge(job.status)}` : 'no job'}`)
         .addTo(layer);
     }
+    // How long a redraw takes, for the record (the map redraws every 3 s and on events).
+    $('bigmap').dataset.drawMs = String(Math.round(performance.now() - started));
   };
   draw();
   const poll = setInterval(async () => { try { await loadDrivers(); draw(); } catch { /* next tick */ } }, 3000);
