@@ -210,14 +210,15 @@ async fn upload(app: &TestApp, token: &str, order: &str, ctype: &str, body: Vec<
 }
 
 async fn photos(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.web.photo_max_bytes = 4096).await;
+    // Photos may be larger than the general body limit (1 MiB by default), up to their own.
+    let app = TestApp::spawn_with(backend, |c| c.web.photo_max_bytes = 3 * 1024 * 1024).await;
     let (_, admin) = app.tenant("photos").await;
     let (token, order) = driver_with_order(&app, &admin).await;
     let id = order["id"].as_str().unwrap();
-    let jpeg: Vec<u8> = [&[0xFF, 0xD8, 0xFF, 0xE0][..], &[7u8; 1000]].concat();
+    let jpeg: Vec<u8> = [&[0xFF, 0xD8, 0xFF, 0xE0][..], &vec![7u8; 1536 * 1024][..]].concat();
     let (s, b) = upload(&app, &token, id, "image/jpeg", b"<html>not an image".to_vec()).await;
     assert_eq!((s, b["error"]["code"].as_str()), (415, Some("unsupported_photo")));
-    let (s, b) = upload(&app, &token, id, "image/jpeg", vec![0xFF; 5000]).await;
+    let (s, b) = upload(&app, &token, id, "image/jpeg", vec![0xFF; 3 * 1024 * 1024 + 1]).await;
     assert_eq!((s, b["error"]["code"].as_str()), (413, Some("payload_too_large")), "{b}");
     let (s, b) = upload(&app, &token, "ord_not_mine", "image/jpeg", jpeg.clone()).await;
     assert_eq!(s, 404, "{b}");
