@@ -50,9 +50,9 @@ function explain(e, what) {
 async function act(fn, ok) {
   try {
     await fn();
-    if (ok) flash(ok, 'ok');
     await loadAll();
-    rerender();
+    await rerender(true); // keeps the flash line, which says what just happened
+    if (ok) flash(ok, 'ok');
   } catch (e) {
     flash(e.userMessage || e.message, 'error');
   }

@@ -28,6 +28,7 @@ const HEADLINE = {
 
 let view = null;
 let map = null;
+let mapReady = null;
 let marker = null;
 let slowTimer = null;
 
@@ -69,9 +70,9 @@ async function renderMap() {
   const loc = view && view.status === 'picked_up' && view.driver && view.driver.location;
   if (!loc) { $('map').hidden = true; return; }
   $('map').hidden = false;
-  if (!map) {
-    map = await createMap($('map'), { zoom: 15 });
-  }
+  // Renders can overlap (the stream and the position refresh): create the map once.
+  mapReady ??= createMap($('map'), { zoom: 15 });
+  map = await mapReady;
   const ll = [loc.lat, loc.lng];
   if (!marker) {
     marker = dot(ll, '#0b5fff', 10).addTo(map).bindTooltip(view.driver.first_name || 'Driver');
