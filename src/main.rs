@@ -1,5 +1,5 @@
 //! `lastmile`: the one binary. `serve` runs the server; `migrate` prepares the database;
-//! `admin` manages tenants; `demo`, `sim` and `bench` drive a server through its public API.
+//! `admin` manages tenants and console users; `demo`, `sim` and `bench` drive a server through its public API.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,6 +38,20 @@ enum Command {
 enum AdminCommand {
     /// Create a tenant and print its first admin key (shown once).
     CreateTenant { name: String },
+    /// Create a console user (signs in at /console/ with email and password).
+    CreateUser {
+        /// The tenant's id (`ten_...`, as `create-tenant` printed it).
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// admin (everything), dispatcher (orders, drivers, dead letters) or viewer (read only).
+        #[arg(long, default_value = "dispatcher")]
+        role: String,
+        /// The password; when unset, one is generated and printed once.
+        #[arg(long, env = "LASTMILE_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +90,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let created = lastmile_server::admin::create_tenant(&db, &name).await.context("creating the tenant")?;
             db.close().await;
             println!("{}", serde_json::to_string_pretty(&created)?);
+            Ok(())
+        }
+        Command::Admin { command: AdminCommand::CreateUser { tenant, email, role, password } } => {
+            let cfg = load()?;
+            lastmile_server::telemetry::init_tracing(cfg.log_format);
+            let db = lastmile_server::open_database(&cfg).await?;
+            let tenant = lastmile_core::TenantId(tenant);
+            db.get_tenant(&tenant).await.with_context(|| format!("no tenant {}", tenant.as_str()))?;
+            let generated = password.is_none();
+            let password = password.unwrap_or_else(|| lastmile_server::crypto::new_token("pw"));
+            let user = lastmile_server::routes::console::create_user(&db, &tenant, &email, &password, &role)
+                .await
+                .map_err(|e| match e.details.get("fields") {
+                    Some(fields) => anyhow::anyhow!("{} ({}): {fields}", e.message, e.code),
+                    None => anyhow::anyhow!("{} ({})", e.message, e.code),
+                })?;
+            db.close().await;
+            let mut out =
+                serde_json::json!({"user_id": user.id, "tenant_id": tenant, "email": user.email, "role": user.role});
+            if generated {
+                out["password"] = serde_json::json!(password);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         Command::Config => {

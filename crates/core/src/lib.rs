@@ -10,6 +10,7 @@ pub mod event;
 pub mod geo;
 pub mod ids;
 pub mod order;
+pub mod roads;
 pub mod text;
 
 pub use eta::EtaModel;

@@ -1,4 +1,5 @@
-//! Authentication extractors: admin API keys, API-client JWTs, driver device tokens.
+//! Authentication extractors: admin API keys (or a console session), API-client JWTs,
+//! driver device tokens.
 //! Each rejection is logged with its reason and answered 401 without detail; each
 //! credential is rate limited on its own.
 
@@ -50,7 +51,10 @@ impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(|| reject("no bearer token", parts))?;
+        let Some(token) = bearer(parts) else {
+            // The console signs in once and then sends its session cookie (+ CSRF header).
+            return crate::web::session::admin_from_session(parts, state).await;
+        };
         if !token.starts_with("lm_admin_") {
             return Err(reject("not an admin key", parts));
         }
@@ -107,7 +111,8 @@ impl FromRequestParts<AppState> for TenantAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if bearer(parts).is_some_and(|t| t.starts_with("lm_admin_")) {
+        let console = bearer(parts).is_none() && crate::web::session::has_session_cookie(parts);
+        if console || bearer(parts).is_some_and(|t| t.starts_with("lm_admin_")) {
             let a = AdminAuth::from_request_parts(parts, state).await?;
             return Ok(TenantAuth { tenant_id: a.tenant_id, client_id: None });
         }

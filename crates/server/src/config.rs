@@ -72,6 +72,8 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub sync: SyncConfig,
     pub edge: EdgeConfig,
+    /// The console, tracking page and driver app.
+    pub web: crate::web::WebConfig,
 }
 
 /// Limits at the connection edge (see `serve.rs`); answered before any handler runs.
@@ -153,6 +155,9 @@ pub struct DispatchConfig {
     pub speed_mps: f64,
     /// Deliveries marked farther than this from the dropoff are flagged.
     pub deliver_distance_flag_m: f64,
+    /// After an order waited this long for a driver, its tracking page says "taking longer
+    /// than usual" and offers the customer to keep waiting or cancel.
+    pub slow_notice_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -194,6 +199,7 @@ impl Default for Config {
             dispatch: DispatchConfig::default(),
             sync: SyncConfig::default(),
             edge: EdgeConfig::default(),
+            web: crate::web::WebConfig::default(),
         }
     }
 }
@@ -213,6 +219,7 @@ impl Default for DispatchConfig {
             detour_factor: 1.3,
             speed_mps: 8.3,
             deliver_distance_flag_m: 300.0,
+            slow_notice_s: 300,
         }
     }
 }
@@ -256,8 +263,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        // The test database URL is for the test suite only; it is not a server setting.
-        fig = fig.merge(Env::prefixed("LASTMILE_").split("__").ignore(&["test_database_url", "test_nats_url"]));
+        // The test database URL is for the test suite only; it is not a server setting; nor is
+        // the password `lastmile admin create-user` may read.
+        fig = fig.merge(Env::prefixed("LASTMILE_").split("__").ignore(&[
+            "test_database_url",
+            "test_nats_url",
+            "user_password",
+        ]));
         let cfg: Config = fig.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
@@ -309,6 +321,7 @@ impl Config {
         if self.bus != "in-process" && !self.bus.starts_with("nats://") {
             return bad(format!("bus must be `in-process` or a nats:// URL, got `{}`", self.bus));
         }
+        self.web.validate().map_err(ConfigError::Invalid)?;
         if let Some(k) = &self.secret_key {
             crate::crypto::decode_key(k.expose()).map_err(ConfigError::Invalid)?;
         }

@@ -26,6 +26,12 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::driver::router())
         .merge(routes::track::router())
         .merge(routes::ops::router())
+        .merge(routes::console::router())
+        .merge(routes::events::router())
+        .merge(routes::map::router())
+        .merge(routes::driver_app::router(&state.cfg.web))
+        .merge(routes::track_choice::router())
+        .merge(crate::web::router())
         .merge(bench_baseline_router(state.cfg.bench_baseline_routes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -137,7 +143,15 @@ async fn refuse_nul_text(
 /// WebSocket path without upgrade headers, a malformed header) come from axum as plain
 /// text; give them our JSON error shape with a code derived from the status.
 async fn json_error_bodies(req: Request, next: Next) -> Response {
+    // Pages (/console/, /track/…, /driver/) answer people with their own documents.
+    let api = {
+        let p = req.uri().path();
+        p.starts_with("/v1/") || p.starts_with("/oauth/")
+    };
     let res = next.run(req).await;
+    if !api {
+        return res;
+    }
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;

@@ -24,6 +24,7 @@ pub mod serve;
 pub mod state;
 pub mod sync_worker;
 pub mod telemetry;
+pub mod web;
 
 use anyhow::Context;
 use config::Config;
@@ -92,6 +93,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         limits: Arc::new(limits),
         connectors,
         metrics: telemetry::metrics_handle(),
+        web: web::WebState::default(),
     };
     Ok(App { addr, state, listener })
 }

@@ -24,4 +24,5 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub connectors: ConnectorHub,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub web: crate::web::WebState,
 }

@@ -94,14 +94,14 @@ async fn set_up(
     Ok((store_ids, by_index, jwt))
 }
 
-/// Tracking links of the first orders (looked up through the admin API).
+/// Tracking pages of the first orders (looked up through the admin API).
 async fn tracking_links(api: &Api, admin: &str, stats: &SimStats) -> Vec<String> {
     let ids = stats.first_orders.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut links = Vec::new();
     for id in ids {
         if let Ok(a) = api.call(Method::GET, &format!("/v1/orders/{id}"), admin, None).await {
             if let Some(t) = a.str("tracking_token") {
-                links.push(api.url(&format!("/v1/track/{t}")));
+                links.push(api.url(&format!("/track/{t}")));
             }
         }
     }

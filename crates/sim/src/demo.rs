@@ -113,10 +113,26 @@ pub async fn run_demo(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Re
     let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let mut cfg = sqlite_config(&dir, &args.listen);
     cfg.dispatch.matcher = args.matcher.into();
+    // The web apps' maps draw the streets of the same extract, with no internet needed.
+    cfg.web.osm_pbf = Some(match &args.map {
+        Some(m) => m.clone(),
+        None => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join("helsinki.osm.pbf");
+            std::fs::write(&path, crate::graph::HELSINKI_PBF).with_context(|| format!("writing {}", path.display()))?;
+            path
+        }
+    });
+    // A demo's visitor may take a while to open the driver app link.
+    cfg.web.login_code_ttl_s = 3600;
     let server = DemoServer::start(cfg, dir).await?;
     let quiet = args.progress_every == 0;
     if !quiet {
-        print_banner(&server);
+        let driver_link = match web_driver_link(&server).await {
+            Ok(l) => l,
+            Err(e) => format!("(unavailable: {e:#})"),
+        };
+        print_banner(&server, &driver_link);
     }
     let opts = RunOptions {
         duration: args.duration.map(Duration::from_secs),
@@ -132,8 +148,39 @@ pub async fn run_demo(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Re
     Ok(outcome)
 }
 
-fn print_banner(s: &DemoServer) {
+/// A driver for a person to play, and the driver app link that signs them in.
+async fn web_driver_link(s: &DemoServer) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let driver: serde_json::Value = http
+        .post(format!("{}/v1/drivers", s.base))
+        .bearer_auth(&s.admin_key)
+        .json(&serde_json::json!({"name": "You (driver app)", "phone": "", "vehicle": "bike", "capacity": 2}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = driver["id"].as_str().context("driver id")?;
+    let code: serde_json::Value = http
+        .post(format!("{}/v1/drivers/{id}/login-code", s.base))
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(format!(
+        "{}{}   (code {})",
+        s.base,
+        code["app_url"].as_str().unwrap_or("/driver/"),
+        code["code"].as_str().unwrap_or("?")
+    ))
+}
+
+fn print_banner(s: &DemoServer, driver_link: &str) {
     println!("Lastmile demo: a simulated Helsinki against a real server, through its public API only");
+    println!("  console     {}/console/#key={}   (signed in at once)", s.base, s.admin_key);
+    println!("  driver app  {driver_link}");
     println!("  API         {}   (OpenAPI: {}/openapi.json)", s.base, s.base);
     println!("  metrics     {}/metrics", s.base);
     println!("  admin key   {}   (tenant {})", s.admin_key, s.tenant_id);

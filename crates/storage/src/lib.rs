@@ -13,28 +13,35 @@
 //! the code branches on [`Dialect`].
 
 mod bind;
+mod console_feed;
 mod dispatch;
+mod driver_codes;
 mod drivers;
 mod intake;
 mod orders;
 mod outbox;
+mod photos;
 mod stores;
 mod sync;
 mod tenants;
 pub mod testing;
 mod time;
+mod users;
 mod writer;
 
 pub use bind::OptF64;
+pub use console_feed::*;
 pub use dispatch::*;
 pub use drivers::*;
 pub use intake::*;
 pub use orders::*;
 pub use outbox::*;
+pub use photos::*;
 pub use stores::*;
 pub use sync::*;
 pub use tenants::*;
 pub use time::{from_ms, now_ms, to_ms};
+pub use users::*;
 pub use writer::WriteConn;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

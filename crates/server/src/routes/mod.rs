@@ -1,10 +1,15 @@
 //! HTTP routes, one module per feature, each exporting `router()`.
 
 pub mod admin;
+pub mod console;
 pub mod driver;
+pub mod driver_app;
+pub mod events;
+pub mod map;
 pub mod oauth;
 pub mod ops;
 pub mod orders;
 pub mod system;
 pub mod track;
+pub mod track_choice;
 pub mod webhooks;

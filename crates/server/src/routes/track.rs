@@ -18,7 +18,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/track/{token}", get(track)).route("/v1/track/{token}/events", get(track_events))
 }
 
-async fn load(state: &AppState, token: &str) -> ApiResult<Order> {
+pub(crate) async fn load(state: &AppState, token: &str) -> ApiResult<Order> {
     // Tokens are 48 hex characters; anything else cannot match and costs no query.
     if token.len() != 48 || !token.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::not_found("tracking link"));
@@ -48,7 +48,14 @@ async fn view(state: &AppState, order: &Order) -> ApiResult<Value> {
     } else {
         None
     };
-    Ok(json!({"status": order.status, "eta": eta, "driver": driver, "updated_at": order.updated_at}))
+    let mut v = json!({"status": order.status, "eta": eta, "driver": driver, "updated_at": order.updated_at});
+    // The slow-dispatch notice and the customer's choice (routes/track_choice.rs).
+    if let (Some(v), Value::Object(extra)) =
+        (v.as_object_mut(), crate::routes::track_choice::view_extras(state, order).await?)
+    {
+        v.extend(extra);
+    }
+    Ok(v)
 }
 
 fn first_name(full: &str) -> String {

@@ -4,3 +4,4 @@ mod helpers;
 
 mod edge;
 mod foundation;
+mod web;
