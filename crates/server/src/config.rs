@@ -106,6 +106,9 @@ pub struct DispatchConfig {
     pub speed_mps: f64,
     /// Deliveries marked farther than this from the dropoff are flagged.
     pub deliver_distance_flag_m: f64,
+    /// A driver silent this long (seconds) loses the orders they hold but have not picked
+    /// up (back to matching); picked-up ones are flagged for ops.
+    pub abandon_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -165,6 +168,7 @@ impl Default for DispatchConfig {
             detour_factor: 1.3,
             speed_mps: 8.3,
             deliver_distance_flag_m: 300.0,
+            abandon_s: 180,
         }
     }
 }
@@ -237,6 +241,9 @@ impl Config {
         }
         if self.dispatch.tick_ms == 0 || self.dispatch.offer_ttl_s == 0 || self.dispatch.max_attempts < 1 {
             return bad("dispatch.tick_ms, dispatch.offer_ttl_s and dispatch.max_attempts must be positive".into());
+        }
+        if self.dispatch.abandon_s == 0 {
+            return bad("dispatch.abandon_s must be positive".into());
         }
         if !(self.dispatch.speed_mps > 0.0 && self.dispatch.detour_factor >= 1.0) {
             return bad("dispatch.speed_mps must be > 0 and dispatch.detour_factor >= 1".into());

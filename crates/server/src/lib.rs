@@ -18,6 +18,7 @@ pub mod http;
 pub mod limits;
 pub mod openapi;
 pub mod realtime;
+pub mod recovery;
 pub mod relay;
 pub mod routes;
 pub mod state;
@@ -107,6 +108,9 @@ impl App {
         workers.spawn(gps::run_flusher(state.clone(), shutdown.clone()));
         if state.cfg.dispatch.enabled {
             workers.spawn(dispatcher::run(state.clone(), shutdown.clone()));
+        }
+        if state.cfg.dispatch.enabled {
+            workers.spawn(recovery::run(state.clone(), shutdown.clone()));
         }
         if state.cfg.sync.enabled {
             workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));

@@ -17,11 +17,13 @@ mod drivers;
 mod intake;
 mod orders;
 mod outbox;
+mod recovery;
 mod stores;
 mod sync;
 mod tenants;
 pub mod testing;
 mod time;
+mod timeline;
 mod writer;
 
 pub use dispatch::*;
@@ -29,10 +31,12 @@ pub use drivers::*;
 pub use intake::*;
 pub use orders::*;
 pub use outbox::*;
+pub use recovery::*;
 pub use stores::*;
 pub use sync::*;
 pub use tenants::*;
 pub use time::{from_ms, now_ms, to_ms};
+pub use timeline::*;
 pub use writer::WriteConn;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

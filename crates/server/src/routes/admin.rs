@@ -316,8 +316,10 @@ pub async fn revoke_driver(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = DriverId(id);
-    state.db.revoke_driver(&auth.tenant_id, &id).await.map_err(not_found("driver"))?;
+    let recovered = state.db.revoke_driver(&auth.tenant_id, &id).await.map_err(not_found("driver"))?;
     state.fleet.remove(&id);
+    state.hub.disconnect_driver(&id);
+    crate::recovery::log_recovered(&id, lastmile_storage::Abandon::Revoked, &recovered);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod driver;
 pub mod oauth;
 pub mod ops;
+pub mod order_ops;
 pub mod orders;
 pub mod system;
 pub mod track;
