@@ -71,6 +71,24 @@ pub struct Config {
     pub bench_baseline_routes: bool,
     pub dispatch: DispatchConfig,
     pub sync: SyncConfig,
+    /// Where customers reach this deployment (`https://deliver.example.com`): sync-back
+    /// gives platforms `{public_url}/track/{token}` as the tracking link. Unset: no link.
+    pub public_url: Option<String>,
+    pub tracking: TrackingConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Origins whose pages may read the tracking API (`/v1/track/...`) from a browser
+    /// (CORS, GET only): `["*"]` for any, or exact origins such as `https://shop.example.com`.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self { cors_origins: vec!["*".into()] }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -149,6 +167,8 @@ impl Default for Config {
             bench_baseline_routes: false,
             dispatch: DispatchConfig::default(),
             sync: SyncConfig::default(),
+            public_url: None,
+            tracking: TrackingConfig::default(),
         }
     }
 }
@@ -212,8 +232,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        // The test database URL is for the test suite only; it is not a server setting.
-        fig = fig.merge(Env::prefixed("LASTMILE_").split("__").ignore(&["test_database_url", "test_nats_url"]));
+        // Only variables that name a setting; others (`LASTMILE_CONFIG`, the test suite's
+        // `LASTMILE_TEST_DATABASE_URL`, an operator's `LASTMILE_ADMIN_KEY`) are not settings
+        // and must not fail every command: see [`ignored_env_vars`].
+        let known = setting_keys();
+        fig = fig.merge(
+            Env::prefixed(ENV_PREFIX).split("__").filter(move |k| known.contains(&k.as_str().to_ascii_lowercase())),
+        );
         let cfg: Config = fig.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
@@ -259,10 +284,28 @@ impl Config {
         if self.bus != "in-process" && !self.bus.starts_with("nats://") {
             return bad(format!("bus must be `in-process` or a nats:// URL, got `{}`", self.bus));
         }
+        if let Some(u) = &self.public_url {
+            let ok = u.parse::<axum::http::Uri>().is_ok_and(|p| {
+                matches!(p.scheme_str(), Some("http" | "https")) && p.host().is_some_and(|h| !h.is_empty())
+            });
+            if !ok {
+                return bad(format!("public_url must be an http(s) URL, got `{u}`"));
+            }
+        }
+        for o in &self.tracking.cors_origins {
+            if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
+                return bad(format!("tracking.cors_origins: `{o}` is not a valid origin"));
+            }
+        }
         if let Some(k) = &self.secret_key {
             crate::crypto::decode_key(k.expose()).map_err(ConfigError::Invalid)?;
         }
         Ok(())
+    }
+
+    /// The customer's tracking page for `token`, when `public_url` is set.
+    pub fn tracking_url(&self, token: &str) -> Option<String> {
+        self.public_url.as_ref().map(|u| format!("{}/track/{token}", u.trim_end_matches('/')))
     }
 
     /// Where the generated secret key lives when none is configured.
@@ -275,6 +318,52 @@ impl Config {
             return parent.join("lastmile.key");
         }
         PathBuf::from("lastmile.key")
+    }
+}
+
+const ENV_PREFIX: &str = "LASTMILE_";
+
+/// Every setting's dotted key (`listen`, `dispatch.tick_ms`, and each section's name).
+fn setting_keys() -> std::collections::HashSet<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut std::collections::HashSet<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, child) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                walk(&key, child, out);
+                out.insert(key);
+            }
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    walk("", &serde_json::to_value(Config::default()).unwrap_or_default(), &mut out);
+    // Left out of the defaults' serialization when unset.
+    out.insert("secret_key".into());
+    out
+}
+
+/// `LASTMILE_*` environment variables that name no setting, and so are ignored (the caller
+/// warns). `LASTMILE_CONFIG` names the configuration file and is not reported.
+pub fn ignored_env_vars() -> Vec<String> {
+    let known = setting_keys();
+    let mut out: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            k.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                key != "config" && !known.contains(&key)
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+impl Config {
+    /// The effective configuration as TOML (the file format), with every secret redacted:
+    /// `secret_key` and the password inside `database_url`.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        let shown = Config { database_url: lastmile_storage::redact_url(&self.database_url), ..self.clone() };
+        toml::to_string_pretty(&shown).map_err(|e| ConfigError::Invalid(format!("cannot print as TOML: {e}")))
     }
 }
 

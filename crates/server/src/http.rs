@@ -24,7 +24,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::orders::router())
         .merge(routes::webhooks::router())
         .merge(routes::driver::router())
-        .merge(routes::track::router())
+        .merge(routes::track::router().layer(routes::track::cors(&state.cfg.tracking)))
         .merge(routes::ops::router())
         .merge(routes::order_ops::router())
         .merge(bench_baseline_router(state.cfg.bench_baseline_routes))

@@ -264,6 +264,13 @@ async fn refusals_change_nothing(backend: Backend) {
             "missing_header",
         ),
         (
+            "signed, no topic",
+            Delivery::shopify(&body, "shpss_right", shop, "orders/create").without("X-Shopify-Topic"),
+            webhook_path("shopify", &sid),
+            400,
+            "missing_header",
+        ),
+        (
             "woo wrong secret",
             Delivery::woocommerce(&woo, "wc_wrong", "https://neg.example", "order.created"),
             webhook_path("woocommerce", &wid),
@@ -317,6 +324,9 @@ async fn refusals_change_nothing(backend: Backend) {
     for (what, d, url, status, code) in &cases {
         let (s, b) = deliver(&app, url, d).await;
         assert_eq!((s, b["error"]["code"].as_str()), (*status, Some(*code)), "{what}: {b}");
+        if *what == "signed, no topic" {
+            assert_eq!(b["error"]["details"]["header"], "X-Shopify-Topic", "names the header: {b}");
+        }
         // The same delivery through the detecting endpoint is refused the same way, except
         // that it names its store by identity, so "unknown store" needs an unknown shop.
         if !what.contains("store") {
