@@ -1,8 +1,10 @@
-//! The driver's `order_updated` carries the full current dropoff after an admin PATCH; an
-//! order shows its proof of delivery and its timeline, oldest first.
+//! The driver's `order_updated` carries the full current dropoff after an admin PATCH or a
+//! store's edit; an order shows its proof of delivery and its timeline, oldest first.
 
 use super::support::*;
 use crate::helpers::*;
+use lastmile_core::{NormalizedOrder, Platform};
+use lastmile_storage::{IntakeSource, RawDelivery};
 use serde_json::json;
 
 async fn patch_tells_driver_with_coordinates(backend: Backend) {
@@ -26,6 +28,42 @@ async fn patch_tells_driver_with_coordinates(backend: Backend) {
     assert_eq!(d["order_id"], order.as_str(), "{updated}");
     assert_eq!((d["dropoff"]["lat"].as_f64(), d["dropoff"]["lng"].as_f64()), (Some(lat), Some(lng)), "{updated}");
     assert_eq!(d["dropoff"]["address"]["line1"], "Mannerheimintie 10", "the whole dropoff: {updated}");
+    s.app.stop().await;
+}
+
+/// A store edit whose payload has no coordinates (platforms rarely send any) keeps the
+/// order's, and the driver's `order_updated` carries them with the new address.
+async fn store_edit_tells_driver_with_coordinates(backend: Backend) {
+    let s = scene(TestApp::spawn(backend).await).await;
+    let shop = s.app.store(&s.admin, "shopify", "edit-shop.myshopify.com", "shpss_edit").await;
+    let src = IntakeSource {
+        tenant_id: s.tenant.clone(),
+        store_id: lastmile_core::StoreId(shop["id"].as_str().unwrap().to_owned()),
+        platform: Platform::Shopify,
+    };
+    let version = |line1: &str, coords: Option<(f64, f64)>, minute: u32| -> NormalizedOrder {
+        serde_json::from_value(json!({
+            "platform": "shopify", "platform_order_id": "450789469", "platform_order_number": "#1001", "state": "open",
+            "customer": {"name": "Aino Virtanen", "email": null, "phone": null},
+            "dropoff": {"address": {"line1": line1, "city": "Helsinki", "postal_code": "00100", "country": "FI"},
+                        "lat": coords.map(|c| c.0), "lng": coords.map(|c| c.1)},
+            "items": [], "notes": null, "placed_at": null,
+            "totals": {"subtotal_minor": 0, "shipping_minor": 0, "tax_minor": 0, "total_minor": 0, "currency": "EUR"},
+            "platform_updated_at": format!("2026-11-30T10:{minute:02}:00Z"),
+        }))
+        .unwrap()
+    };
+    let raw = || RawDelivery { headers_json: "{}".into(), body: Vec::new() };
+    let mut pekka = s.online_driver("Pekka Lahtinen", NEAR).await;
+    let created =
+        s.app.state.db.intake_platform_order(src.clone(), version("Mannerheimintie 10", Some(DROPOFF), 0), raw()).await;
+    let order = created.unwrap().order_id.unwrap();
+    pekka.accept(&order).await;
+    s.app.state.db.intake_platform_order(src, version("Mannerheimintie 12 B", None, 5), raw()).await.unwrap();
+    let (updated, _) = ws_until(&mut pekka.ws, "order_updated", WAIT).await;
+    let d = &updated["data"]["dropoff"];
+    assert_eq!(d["address"]["line1"], "Mannerheimintie 12 B", "{updated}");
+    assert_eq!((d["lat"].as_f64(), d["lng"].as_f64()), (Some(DROPOFF.0), Some(DROPOFF.1)), "{updated}");
     s.app.stop().await;
 }
 
@@ -76,5 +114,6 @@ async fn proof_and_timeline(backend: Backend) {
 
 crate::on_backends!(
     order_updated_after_patch_carries_the_dropoff_coordinates => patch_tells_driver_with_coordinates,
+    order_updated_after_a_store_edit_keeps_the_coordinates => store_edit_tells_driver_with_coordinates,
     delivered_order_shows_proof_and_timeline => proof_and_timeline,
 );
