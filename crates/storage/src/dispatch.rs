@@ -256,6 +256,40 @@ pub(crate) async fn create_offer_in(
     Ok((offer, seq))
 }
 
+/// Count `o` against `d`'s capacity and record the assignment. The counter update is
+/// conditional and a CHECK constraint backs it, so the database refuses a driver over
+/// capacity (`AtCapacity`, invariant 6) however many nodes race.
+pub(crate) async fn take_assignment_in(
+    c: &mut WriteConn,
+    t: &TenantId,
+    o: &OrderId,
+    d: &DriverId,
+    now: i64,
+) -> Result<()> {
+    let bumped = sqlx::query(
+        "UPDATE drivers SET active_count = active_count + 1 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND active_count < capacity",
+    )
+    .bind(t.as_str())
+    .bind(d.as_str())
+    .execute(&mut *c)
+    .await
+    .map_err(StorageError::from_db)?;
+    if bumped.rows_affected() == 0 {
+        return Err(StorageError::AtCapacity);
+    }
+    sqlx::query(
+        "INSERT INTO assignments (order_id, tenant_id, driver_id, active, created_at) VALUES ($1, $2, $3, 1, $4)",
+    )
+    .bind(o.as_str())
+    .bind(t.as_str())
+    .bind(d.as_str())
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map_err(StorageError::from_db)?;
+    Ok(())
+}
+
 /// Where the driver collects an order: the store's pickup point, as inbox messages carry it.
 pub(crate) async fn pickup_in(c: &mut WriteConn, order: &Order) -> Result<serde_json::Value> {
     let pickup = sqlx::query("SELECT pickup_lat, pickup_lng, pickup_address, name FROM stores WHERE id = $1")
@@ -336,26 +370,17 @@ impl Db {
                 if !close_offer_in(c, f.as_str(), "accepted", None, now).await? {
                     return Err(StorageError::OfferClosed(offer_state_in(c, f.as_str()).await?));
                 }
-                let bumped = sqlx::query("UPDATE drivers SET active_count = active_count + 1 WHERE tenant_id = $1 AND id = $2 AND active_count < capacity")
-                    .bind(t.as_str())
-                    .bind(d.as_str())
-                    .execute(&mut *c)
-                    .await
-                    .map_err(StorageError::from_db)?;
-                if bumped.rows_affected() == 0 {
-                    return Err(StorageError::AtCapacity);
-                }
-                sqlx::query("INSERT INTO assignments (order_id, tenant_id, driver_id, active, created_at) VALUES ($1, $2, $3, 1, $4)")
-                    .bind(order_id.as_str())
-                    .bind(t.as_str())
-                    .bind(d.as_str())
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(StorageError::from_db)?;
+                take_assignment_in(c, &t, &order_id, &d, now).await?;
                 let order = load_order_in(c, &t, &order_id).await?;
                 set_status_in(c, &order, OrderStatus::Assigned, None, Some(&d)).await?;
-                insert_event(c, &t, EventKind::OrderAssigned, order_id.as_str(), serde_json::json!({"order_id": order_id, "driver_id": d})).await?;
+                insert_event(
+                    c,
+                    &t,
+                    EventKind::OrderAssigned,
+                    order_id.as_str(),
+                    serde_json::json!({"order_id": order_id, "driver_id": d}),
+                )
+                .await?;
                 load_order_in(c, &t, &order_id).await
             })
         })

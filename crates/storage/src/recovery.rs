@@ -6,7 +6,7 @@
 //! order to a chosen driver, assign it outright (capacity still enforced here), or take it
 //! back. Every change commits with its events and inbox messages in one transaction.
 
-use crate::dispatch::{create_offer_in, pickup_in, push_inbox_in, release_order_in};
+use crate::dispatch::{create_offer_in, pickup_in, push_inbox_in, release_order_in, take_assignment_in};
 use crate::orders::{load_order_in, set_status_in};
 use crate::{get, now_ms, outbox::insert_event, Db, Result, StorageError, WriteConn};
 use lastmile_core::{DriverId, EventKind, OfferId, Order, OrderId, OrderStatus, TenantId};
@@ -284,27 +284,16 @@ impl Db {
                     let (offer_id, _) = create_offer_in(c, &t, &o, &d, now, ttl_ms).await?;
                     return Ok(OpsAssignment::Offered { offer_id, order: load_order_in(c, &t, &o).await? });
                 }
-                let bumped = sqlx::query(
-                    "UPDATE drivers SET active_count = active_count + 1 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND active_count < capacity",
-                )
-                .bind(t.as_str())
-                .bind(d.as_str())
-                .execute(&mut *c)
-                .await
-                .map_err(StorageError::from_db)?;
-                if bumped.rows_affected() == 0 {
-                    return Err(StorageError::AtCapacity);
-                }
-                sqlx::query("INSERT INTO assignments (order_id, tenant_id, driver_id, active, created_at) VALUES ($1, $2, $3, 1, $4)")
-                    .bind(o.as_str())
-                    .bind(t.as_str())
-                    .bind(d.as_str())
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(StorageError::from_db)?;
+                take_assignment_in(c, &t, &o, &d, now).await?;
                 set_status_in(c, &order, OrderStatus::Assigned, Some("assigned by ops"), Some(&d)).await?;
-                insert_event(c, &t, EventKind::OrderAssigned, o.as_str(), serde_json::json!({"order_id": o, "driver_id": d, "by": "ops"})).await?;
+                insert_event(
+                    c,
+                    &t,
+                    EventKind::OrderAssigned,
+                    o.as_str(),
+                    serde_json::json!({"order_id": o, "driver_id": d, "by": "ops"}),
+                )
+                .await?;
                 let data = serde_json::json!({
                     "order_id": o, "by": "ops", "pickup": pickup_in(c, &order).await?,
                     "dropoff": order.dropoff, "ready_at": order.ready_at,
