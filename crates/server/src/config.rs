@@ -406,6 +406,45 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail error type, in a test
+    fn variables_that_name_no_setting_are_ignored_and_reported() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LASTMILE_CONFIG", "lm.toml");
+            jail.set_env("LASTMILE_ADMIN_KEY", "lm_admin_x");
+            jail.set_env("LASTMILE_TEST_DATABASE_URL", "postgres://u@h/test");
+            jail.set_env("LASTMILE_DISPATCH__ABANDON_S", "42");
+            jail.set_env("LASTMILE_TRACKING__NOPE", "1");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.dispatch.abandon_s, 42);
+            let ignored = ignored_env_vars();
+            for v in ["LASTMILE_ADMIN_KEY", "LASTMILE_TEST_DATABASE_URL", "LASTMILE_TRACKING__NOPE"] {
+                assert!(ignored.contains(&v.to_owned()), "{v} in {ignored:?}");
+            }
+            assert!(!ignored.iter().any(|v| v == "LASTMILE_CONFIG" || v == "LASTMILE_DISPATCH__ABANDON_S"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printed_toml_redacts_the_database_password_and_reads_back() {
+        let c = Config {
+            database_url: "postgres://lm:s3cret@db/lm".into(),
+            secret_key: Some(Secret::new("c2VjcmV0")),
+            public_url: Some("https://deliver.example.com".into()),
+            ..Config::default()
+        };
+        let text = c.to_redacted_toml().unwrap();
+        assert!(!text.contains("s3cret") && !text.contains("c2VjcmV0"), "{text}");
+        assert!(text.contains("postgres://lm:[redacted]@db/lm"), "{text}");
+        let back: Config = toml::from_str(&text.replace("secret_key = \"[redacted]\"\n", "")).unwrap();
+        assert_eq!(back.public_url, c.public_url);
+        assert_eq!(back.dispatch, c.dispatch);
+        let with_url = |u: &str| Config { public_url: Some(u.into()), ..Config::default() }.validate();
+        assert!(with_url("https://deliver.example.com").is_ok());
+        assert!(with_url("ftp://x.example").is_err() && with_url("deliver.example.com").is_err());
+    }
+
+    #[test]
     fn key_file_sits_beside_the_sqlite_database() {
         let c = Config { database_url: "sqlite://data/x.db".into(), ..Config::default() };
         assert_eq!(c.key_file(), PathBuf::from("data/lastmile.key"));

@@ -78,6 +78,39 @@ async fn assign_offer_force_and_unassign(backend: Backend) {
     s.app.stop().await;
 }
 
+/// Forcing an order that is being offered to someone withdraws the offer (they are told,
+/// with the offer id, and cannot accept it any more); a picked-up order stays put.
+async fn force_over_a_pending_offer_and_picked_up_refusals(backend: Backend) {
+    let s = scene(TestApp::spawn_with(backend, |c| c.dispatch.enabled = false).await).await;
+    let mut pekka = s.online_driver("Pekka Lahtinen", NEAR).await;
+    let ville = s.online_driver("Ville Lahtinen", FAR).await;
+    let order = s.order().await;
+    let assign = format!("/v1/orders/{order}/assign");
+    let (st, offered) = s.app.post_json(&assign, &s.admin, &json!({"driver_id": pekka.id})).await;
+    assert_eq!(st, 200, "{offered}");
+    pekka.offered(&order).await;
+    let (st, body) = s.app.post_json(&assign, &s.admin, &json!({"driver_id": ville.id, "force": true})).await;
+    assert_eq!((st, body["order"]["driver_id"].as_str()), (200, Some(ville.id.as_str())), "{body}");
+    let (told, _) = ws_until(&mut pekka.ws, "assignment_cancelled", WAIT).await;
+    assert_eq!(told["data"]["offer_id"], offered["offer_id"], "{told}");
+    ws_send(&mut pekka.ws, json!({"type": "accept", "offer_id": offered["offer_id"]})).await;
+    let refused = ws_next(&mut pekka.ws, WAIT).await;
+    assert_eq!(refused["data"]["code"], "offer_closed", "{refused}");
+    assert_eq!((s.active_count(&pekka.id).await, s.active_count(&ville.id).await), (0, 1));
+
+    let (st, _) = s.app.post_json(&format!("/v1/driver/orders/{order}/pickup"), &ville.token, &json!({})).await;
+    assert_eq!(st, 200);
+    for (path, body) in [
+        (assign.clone(), json!({"driver_id": pekka.id, "force": true})),
+        (format!("/v1/orders/{order}/unassign"), json!({})),
+    ] {
+        let (st, res) = s.app.post_json(&path, &s.admin, &body).await;
+        assert_eq!((st, res["error"]["code"].as_str()), (409, Some("invalid_transition")), "{path}: {res}");
+    }
+    assert_eq!(s.order_json(&order).await["driver_id"], ville.id.as_str());
+    s.app.stop().await;
+}
+
 /// Another tenant's order or driver is not found, exactly like a missing one.
 async fn ops_are_tenant_scoped(backend: Backend) {
     let s = scene(TestApp::spawn_with(backend, |c| c.dispatch.enabled = false).await).await;
@@ -106,4 +139,5 @@ async fn ops_are_tenant_scoped(backend: Backend) {
 crate::on_backends!(
     ops_offer_force_assign_and_unassign => assign_offer_force_and_unassign,
     ops_assign_and_unassign_are_tenant_scoped => ops_are_tenant_scoped,
+    ops_force_withdraws_a_pending_offer_and_leaves_picked_up_orders_alone => force_over_a_pending_offer_and_picked_up_refusals,
 );
