@@ -75,6 +75,10 @@ pub struct Config {
     /// gives platforms `{public_url}/track/{token}` as the tracking link. Unset: no link.
     pub public_url: Option<String>,
     pub tracking: TrackingConfig,
+    /// Accept store API URLs on loopback, link-local or private addresses. Off in
+    /// production (server-side request forgery); tests and the demo turn it on for their
+    /// platform stand-ins on 127.0.0.1.
+    pub allow_private_urls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -169,6 +173,7 @@ impl Default for Config {
             sync: SyncConfig::default(),
             public_url: None,
             tracking: TrackingConfig::default(),
+            allow_private_urls: false,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod gps;
 pub mod http;
 pub mod limits;
 pub mod openapi;
+pub mod outbound;
 pub mod realtime;
 pub mod recovery;
 pub mod relay;

@@ -94,3 +94,39 @@ crate::on_backends!(
     sync_back_sends_tracking_link_and_the_drivers_failure_reason => sync_back_sends_tracking_link_and_reason,
     tracking_api_answers_browsers_with_cors => tracking_answers_browsers,
 );
+
+/// A store API URL on a loopback, link-local or private address is refused (the server
+/// would otherwise call into its own network on a tenant's say-so), unless
+/// `allow_private_urls` is on.
+async fn private_store_urls_are_refused(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.allow_private_urls = false).await;
+    let (_, admin) = app.tenant("acme").await;
+    let store = |n: usize, base_url: &str| {
+        json!({"name": "shop", "platform": "shopify", "platform_store_id": format!("s{n}.myshopify.com"), "webhook_secret": "shpss_x",
+               "pickup": {"lat": 60.1699, "lng": 24.9384, "address": "Aleksanterinkatu 1"},
+               "api": {"base_url": base_url, "access_token": "shpat_x"}})
+    };
+    for (n, url) in ["http://127.0.0.1:9000", "http://169.254.169.254", "http://10.0.0.7", "http://localhost:8080"]
+        .into_iter()
+        .enumerate()
+    {
+        let (st, body) = app.post_json("/v1/stores", &admin, &store(n, url)).await;
+        assert_eq!((st, body["error"]["code"].as_str()), (422, Some("validation_failed")), "{url}: {body}");
+        assert!(body.to_string().contains("api.base_url"), "{body}");
+    }
+    let (st, body) = app.post_json("/v1/stores", &admin, &store(9, "https://93.184.215.14")).await;
+    assert_eq!(st, 201, "a public address is fine: {body}");
+    let id = body["id"].as_str().unwrap();
+    let res = app
+        .http
+        .patch(app.url(&format!("/v1/stores/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"api": {"base_url": "http://192.168.0.10", "access_token": "shpat_x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422, "a patch is checked too");
+    app.stop().await;
+}
+
+crate::on_backends!(store_api_urls_on_private_addresses_are_refused => private_store_urls_are_refused);
