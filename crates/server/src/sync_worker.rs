@@ -247,8 +247,13 @@ async fn run_job(state: &AppState, job: SyncJob) {
     if job.action == "fetch_order" {
         return run_fetch(state, &store, &target, job).await;
     }
-    // The order as it stands: its tracking link, and the reason the driver gave for a failure.
-    let order = state.db.get_order(&job.tenant_id, &job.order_id).await.ok();
+    // The order as it stands, when the call needs it: its tracking link (with `public_url`),
+    // and the reason the driver gave for a failure.
+    let order = if state.cfg.public_url.is_some() || job.action == "failed" {
+        state.db.get_order(&job.tenant_id, &job.order_id).await.ok()
+    } else {
+        None
+    };
     let action = match job.action.as_str() {
         "picked_up" => SyncAction::PickedUp,
         "delivered" => SyncAction::Delivered,
