@@ -62,10 +62,17 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let load = || Config::load(cli.config.as_deref()).map_err(anyhow::Error::msg);
+    // Called once logging is set up (or, for `config`, on stderr).
+    let warn_ignored = || {
+        for var in lastmile_server::config::ignored_env_vars() {
+            tracing::warn!(variable = %var, "ignoring an environment variable that names no setting");
+        }
+    };
     match cli.command {
         Command::Serve => {
             let cfg = load()?;
             lastmile_server::telemetry::init_tracing(cfg.log_format);
+            warn_ignored();
             let app = lastmile_server::build(cfg).await?;
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
@@ -78,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let cfg = load()?;
             lastmile_server::telemetry::init_tracing(cfg.log_format);
+            warn_ignored();
             let db = lastmile_server::open_database(&cfg).await?;
             db.close().await;
             eprintln!("database is up to date");
@@ -86,6 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin { command: AdminCommand::CreateTenant { name } } => {
             let cfg = load()?;
             lastmile_server::telemetry::init_tracing(cfg.log_format);
+            warn_ignored();
             let db = lastmile_server::open_database(&cfg).await?;
             let created = lastmile_server::admin::create_tenant(&db, &name).await.context("creating the tenant")?;
             db.close().await;
@@ -116,7 +125,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config => {
-            println!("{:#?}", load()?);
+            let cfg = load()?;
+            for var in lastmile_server::config::ignored_env_vars() {
+                eprintln!("warning: ignoring {var}: it names no setting");
+            }
+            print!("{}", cfg.to_redacted_toml()?);
             Ok(())
         }
         Command::Sim(cmd) => lastmile_sim::cli::run(cmd).await,

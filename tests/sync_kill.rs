@@ -55,6 +55,8 @@ async fn prepare(
         listen: "127.0.0.1:0".into(),
         database_url: database_url.to_owned(),
         secret_key_file: Some(dir.join("lastmile.key")),
+        // The platform stand-ins listen on 127.0.0.1.
+        allow_private_urls: true,
         ..Config::default()
     };
     cfg.sync.enabled = false;

@@ -12,6 +12,8 @@ pub fn lastmile(dir: &Path, database_url: &str) -> Command {
         .env("LASTMILE_DATABASE_URL", database_url)
         .env("LASTMILE_SECRET_KEY_FILE", dir.join("lastmile.key"))
         .env("LASTMILE_LOG_FORMAT", "pretty")
+        // Platform stand-ins listen on 127.0.0.1.
+        .env("LASTMILE_ALLOW_PRIVATE_URLS", "true")
         .stdin(Stdio::null());
     cmd
 }

@@ -78,7 +78,7 @@ static MAPPING: [StatusMapping; 12] = [
         Platform::Shopify,
         ShopifyFulfil,
         "fulfilled (fulfillmentCreate)",
-        "the driver has the goods: fulfil every open fulfillment order, with our tracking link",
+        "the driver has the goods: fulfil every open fulfillment order, with our tracking link (`public_url`) and number (our order id)",
     ),
     row(
         Delivered,
@@ -92,7 +92,7 @@ static MAPPING: [StatusMapping; 12] = [
         Platform::Shopify,
         ShopifyEvent { status: "FAILURE", fulfil_first: false },
         "FAILURE event (if fulfilled)",
-        "tells the customer on the existing fulfilment; an unfulfilled order is left alone",
+        "tells the customer on the existing fulfilment, with the driver's reason as the event's message; an unfulfilled order is left alone",
     ),
     row(Cancelled, Platform::Shopify, NoCall, "no call", CANCELLED_HERE),
     row(
@@ -158,7 +158,7 @@ mod tests {
     fn the_doc_lists_every_row() {
         let doc = include_str!("../../../docs/status-mapping.md");
         for m in status_mapping() {
-            let line = format!("| {} | {} | {} |", m.action.as_str(), m.platform, m.platform_status);
+            let line = format!("| {} | {} | {} | {} |", m.action.as_str(), m.platform, m.platform_status, m.why);
             assert!(doc.contains(&line), "docs/status-mapping.md lacks the row `{line}`");
         }
     }

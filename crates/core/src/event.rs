@@ -21,10 +21,16 @@ pub enum EventKind {
     /// A message was appended to a driver's inbox (data: driver_id, seq).
     InboxAppended,
     SyncDeadLettered,
+    /// A driver lost an order they held (signed off, revoked, silent, or ops took it back);
+    /// the order is back in matching (data: order_id, driver_id, cause).
+    OrderUnassigned,
+    /// A picked-up order whose driver can no longer finish it: flagged for ops (data:
+    /// order_id, driver_id, reason).
+    OrderNeedsAttention,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::OrderCreated,
         EventKind::OrderUpdated,
         EventKind::OrderStatusChanged,
@@ -37,6 +43,8 @@ impl EventKind {
         EventKind::DriverStatusChanged,
         EventKind::InboxAppended,
         EventKind::SyncDeadLettered,
+        EventKind::OrderUnassigned,
+        EventKind::OrderNeedsAttention,
     ];
 
     pub fn parse(s: &str) -> Option<EventKind> {
@@ -57,6 +65,8 @@ impl EventKind {
             EventKind::DriverStatusChanged => "driver_status_changed",
             EventKind::InboxAppended => "inbox_appended",
             EventKind::SyncDeadLettered => "sync_dead_lettered",
+            EventKind::OrderUnassigned => "order_unassigned",
+            EventKind::OrderNeedsAttention => "order_needs_attention",
         }
     }
 

@@ -101,6 +101,8 @@ impl OrderStatus {
             (self, next),
             (NeedsLocation, Received)
                 | (Received, Dispatching)
+                // Ops assigning a driver directly (`force`), without an offer.
+                | (Received, Assigned)
                 | (Dispatching, Received)
                 | (Dispatching, Assigned)
                 | (Assigned, PickedUp)

@@ -96,6 +96,8 @@ impl FromRequestParts<AppState> for DriverAuth {
             Err(e) => return Err(e.into()),
         };
         state.limits.check_credential(d.id.as_str())?;
+        // Any request from the driver's app is a sign of life (see `dispatch.abandon_s`).
+        state.fleet.heard_from(&d.id);
         Ok(DriverAuth { tenant_id: d.tenant_id, driver_id: d.id, name: d.name })
     }
 }

@@ -74,6 +74,14 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// The console, tracking page and driver app.
     pub web: crate::web::WebConfig,
+    /// Where customers reach this deployment (`https://deliver.example.com`): sync-back
+    /// gives platforms `{public_url}/track/{token}` as the tracking link. Unset: no link.
+    pub public_url: Option<String>,
+    pub tracking: TrackingConfig,
+    /// Accept store API URLs on loopback, link-local or private addresses. Off in
+    /// production (server-side request forgery); tests and the demo turn it on for their
+    /// platform stand-ins on 127.0.0.1.
+    pub allow_private_urls: bool,
 }
 
 /// Limits at the connection edge (see `serve.rs`); answered before any handler runs.
@@ -122,6 +130,20 @@ impl EdgeConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Origins whose pages may read the tracking API (`/v1/track/...`) from a browser
+    /// (CORS, GET only): `["*"]` for any, or exact origins such as `https://shop.example.com`.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self { cors_origins: vec!["*".into()] }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -158,6 +180,9 @@ pub struct DispatchConfig {
     /// After an order waited this long for a driver, its tracking page says "taking longer
     /// than usual" and offers the customer to keep waiting or cancel.
     pub slow_notice_s: u64,
+    /// A driver silent this long (seconds) loses the orders they hold but have not picked
+    /// up (back to matching); picked-up ones are flagged for ops.
+    pub abandon_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -200,6 +225,9 @@ impl Default for Config {
             sync: SyncConfig::default(),
             edge: EdgeConfig::default(),
             web: crate::web::WebConfig::default(),
+            public_url: None,
+            tracking: TrackingConfig::default(),
+            allow_private_urls: false,
         }
     }
 }
@@ -220,6 +248,7 @@ impl Default for DispatchConfig {
             speed_mps: 8.3,
             deliver_distance_flag_m: 300.0,
             slow_notice_s: 300,
+            abandon_s: 180,
         }
     }
 }
@@ -263,13 +292,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        // The test database URL is for the test suite only; it is not a server setting; nor is
-        // the password `lastmile admin create-user` may read.
-        fig = fig.merge(Env::prefixed("LASTMILE_").split("__").ignore(&[
-            "test_database_url",
-            "test_nats_url",
-            "user_password",
-        ]));
+        // Only variables that name a setting; others (`LASTMILE_CONFIG`, the test suite's
+        // `LASTMILE_TEST_DATABASE_URL`, an operator's `LASTMILE_ADMIN_KEY`) are not settings
+        // and must not fail every command: see [`ignored_env_vars`].
+        let known = setting_keys();
+        fig = fig.merge(
+            Env::prefixed(ENV_PREFIX).split("__").filter(move |k| known.contains(&k.as_str().to_ascii_lowercase())),
+        );
         let cfg: Config = fig.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
@@ -298,6 +327,9 @@ impl Config {
         if self.dispatch.tick_ms == 0 || self.dispatch.offer_ttl_s == 0 || self.dispatch.max_attempts < 1 {
             return bad("dispatch.tick_ms, dispatch.offer_ttl_s and dispatch.max_attempts must be positive".into());
         }
+        if self.dispatch.abandon_s == 0 {
+            return bad("dispatch.abandon_s must be positive".into());
+        }
         if !(self.dispatch.speed_mps > 0.0 && self.dispatch.detour_factor >= 1.0) {
             return bad("dispatch.speed_mps must be > 0 and dispatch.detour_factor >= 1".into());
         }
@@ -322,10 +354,28 @@ impl Config {
             return bad(format!("bus must be `in-process` or a nats:// URL, got `{}`", self.bus));
         }
         self.web.validate().map_err(ConfigError::Invalid)?;
+        if let Some(u) = &self.public_url {
+            let ok = u.parse::<axum::http::Uri>().is_ok_and(|p| {
+                matches!(p.scheme_str(), Some("http" | "https")) && p.host().is_some_and(|h| !h.is_empty())
+            });
+            if !ok {
+                return bad(format!("public_url must be an http(s) URL, got `{u}`"));
+            }
+        }
+        for o in &self.tracking.cors_origins {
+            if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
+                return bad(format!("tracking.cors_origins: `{o}` is not a valid origin"));
+            }
+        }
         if let Some(k) = &self.secret_key {
             crate::crypto::decode_key(k.expose()).map_err(ConfigError::Invalid)?;
         }
         Ok(())
+    }
+
+    /// The customer's tracking page for `token`, when `public_url` is set.
+    pub fn tracking_url(&self, token: &str) -> Option<String> {
+        self.public_url.as_ref().map(|u| format!("{}/track/{token}", u.trim_end_matches('/')))
     }
 
     /// Where the generated secret key lives when none is configured.
@@ -338,6 +388,52 @@ impl Config {
             return parent.join("lastmile.key");
         }
         PathBuf::from("lastmile.key")
+    }
+}
+
+const ENV_PREFIX: &str = "LASTMILE_";
+
+/// Every setting's dotted key (`listen`, `dispatch.tick_ms`, and each section's name).
+fn setting_keys() -> std::collections::HashSet<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut std::collections::HashSet<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, child) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                walk(&key, child, out);
+                out.insert(key);
+            }
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    walk("", &serde_json::to_value(Config::default()).unwrap_or_default(), &mut out);
+    // Left out of the defaults' serialization when unset.
+    out.insert("secret_key".into());
+    out
+}
+
+/// `LASTMILE_*` environment variables that name no setting, and so are ignored (the caller
+/// warns). `LASTMILE_CONFIG` names the configuration file and is not reported.
+pub fn ignored_env_vars() -> Vec<String> {
+    let known = setting_keys();
+    let mut out: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            k.strip_prefix(ENV_PREFIX).is_some_and(|rest| {
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                key != "config" && !known.contains(&key)
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+impl Config {
+    /// The effective configuration as TOML (the file format), with every secret redacted:
+    /// `secret_key` and the password inside `database_url`.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        let shown = Config { database_url: lastmile_storage::redact_url(&self.database_url), ..self.clone() };
+        toml::to_string_pretty(&shown).map_err(|e| ConfigError::Invalid(format!("cannot print as TOML: {e}")))
     }
 }
 
@@ -377,6 +473,45 @@ mod tests {
             assert!(err.contains("listen"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail error type, in a test
+    fn variables_that_name_no_setting_are_ignored_and_reported() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LASTMILE_CONFIG", "lm.toml");
+            jail.set_env("LASTMILE_ADMIN_KEY", "lm_admin_x");
+            jail.set_env("LASTMILE_TEST_DATABASE_URL", "postgres://u@h/test");
+            jail.set_env("LASTMILE_DISPATCH__ABANDON_S", "42");
+            jail.set_env("LASTMILE_TRACKING__NOPE", "1");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.dispatch.abandon_s, 42);
+            let ignored = ignored_env_vars();
+            for v in ["LASTMILE_ADMIN_KEY", "LASTMILE_TEST_DATABASE_URL", "LASTMILE_TRACKING__NOPE"] {
+                assert!(ignored.contains(&v.to_owned()), "{v} in {ignored:?}");
+            }
+            assert!(!ignored.iter().any(|v| v == "LASTMILE_CONFIG" || v == "LASTMILE_DISPATCH__ABANDON_S"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printed_toml_redacts_the_database_password_and_reads_back() {
+        let c = Config {
+            database_url: "postgres://lm:s3cret@db/lm".into(),
+            secret_key: Some(Secret::new("c2VjcmV0")),
+            public_url: Some("https://deliver.example.com".into()),
+            ..Config::default()
+        };
+        let text = c.to_redacted_toml().unwrap();
+        assert!(!text.contains("s3cret") && !text.contains("c2VjcmV0"), "{text}");
+        assert!(text.contains("postgres://lm:[redacted]@db/lm"), "{text}");
+        let back: Config = toml::from_str(&text.replace("secret_key = \"[redacted]\"\n", "")).unwrap();
+        assert_eq!(back.public_url, c.public_url);
+        assert_eq!(back.dispatch, c.dispatch);
+        let with_url = |u: &str| Config { public_url: Some(u.into()), ..Config::default() }.validate();
+        assert!(with_url("https://deliver.example.com").is_ok());
+        assert!(with_url("ftp://x.example").is_err() && with_url("deliver.example.com").is_err());
     }
 
     #[test]

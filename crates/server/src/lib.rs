@@ -17,7 +17,9 @@ pub mod gps;
 pub mod http;
 pub mod limits;
 pub mod openapi;
+pub mod outbound;
 pub mod realtime;
+pub mod recovery;
 pub mod relay;
 pub mod routes;
 pub mod serve;
@@ -110,6 +112,9 @@ impl App {
         workers.spawn(gps::run_flusher(state.clone(), shutdown.clone()));
         if state.cfg.dispatch.enabled {
             workers.spawn(dispatcher::run(state.clone(), shutdown.clone()));
+        }
+        if state.cfg.dispatch.enabled {
+            workers.spawn(recovery::run(state.clone(), shutdown.clone()));
         }
         if state.cfg.sync.enabled {
             workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));

@@ -18,6 +18,10 @@ struct HubInner {
     drivers: HashMap<DriverId, watch::Sender<i64>>,
     /// A change counter per tracked order.
     orders: HashMap<OrderId, watch::Sender<u64>>,
+    /// Per driver, a token their connections end on: cancelled when the driver is revoked
+    /// (and kept cancelled, so a connection that authenticated just before ends at once).
+    /// Children of `closing`, so a shutdown ends them too.
+    sessions: HashMap<DriverId, CancellationToken>,
 }
 
 /// Cheap to clone. A std Mutex guards two maps; nothing awaits while holding it.
@@ -47,6 +51,23 @@ impl Hub {
     /// Resolves when the hub closes; connections select on it.
     pub fn closed(&self) -> WaitForCancellationFutureOwned {
         self.closing.clone().cancelled_owned()
+    }
+
+    /// The token this driver's connections end on (see `sessions`).
+    pub fn driver_session(&self, driver: &DriverId) -> CancellationToken {
+        let mut g = self.lock();
+        g.sessions.entry(driver.clone()).or_insert_with(|| self.closing.child_token()).clone()
+    }
+
+    /// The driver was revoked: end their WebSockets, event streams and long-polls now.
+    pub fn disconnect_driver(&self, driver: &DriverId) {
+        let token = self.lock().sessions.entry(driver.clone()).or_insert_with(|| self.closing.child_token()).clone();
+        token.cancel();
+    }
+
+    /// True once the server is shutting down (rather than one driver being disconnected).
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
     }
 
     pub fn subscribe_driver(&self, driver: &DriverId) -> watch::Receiver<i64> {
@@ -124,7 +145,12 @@ pub async fn run_bus_listener(state: AppState, shutdown: CancellationToken) {
                         state.hub.bump(&DriverId(e.subject_id.clone()), seq);
                     }
                 }
-                EventKind::DriverStatusChanged => {}
+                EventKind::DriverStatusChanged => {
+                    // A revocation on any node ends the driver's connections on this one.
+                    if e.data.get("status").and_then(|s| s.as_str()) == Some("revoked") {
+                        state.hub.disconnect_driver(&DriverId(e.subject_id.clone()));
+                    }
+                }
                 _ => state.hub.bump_order(&OrderId(e.subject_id.clone())),
             },
         }

@@ -210,6 +210,15 @@ impl BacklogGauge {
     }
 }
 
+/// What the driver said when they marked the delivery failed (the order's status reason).
+fn failure_reason(order: Option<&lastmile_core::Order>) -> String {
+    order
+        .filter(|o| o.status == lastmile_core::OrderStatus::Failed)
+        .and_then(|o| o.status_reason.clone())
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "delivery failed".into())
+}
+
 async fn run_job(state: &AppState, job: SyncJob) {
     let store = match state.db.get_store(&job.tenant_id, &job.store_id).await {
         Ok(s) => s,
@@ -238,17 +247,24 @@ async fn run_job(state: &AppState, job: SyncJob) {
     if job.action == "fetch_order" {
         return run_fetch(state, &store, &target, job).await;
     }
+    // The order as it stands, when the call needs it: its tracking link (with `public_url`),
+    // and the reason the driver gave for a failure.
+    let order = if state.cfg.public_url.is_some() || job.action == "failed" {
+        state.db.get_order(&job.tenant_id, &job.order_id).await.ok()
+    } else {
+        None
+    };
     let action = match job.action.as_str() {
         "picked_up" => SyncAction::PickedUp,
         "delivered" => SyncAction::Delivered,
         "cancelled" => SyncAction::Cancelled,
-        _ => SyncAction::Failed { reason: "delivery failed".into() },
+        _ => SyncAction::Failed { reason: failure_reason(order.as_ref()) },
     };
     let req = SyncRequest {
         target,
         platform_order_id: job.platform_order_id.clone(),
         action,
-        tracking_url: None,
+        tracking_url: order.as_ref().and_then(|o| state.cfg.tracking_url(&o.tracking_token)),
         tracking_number: Some(job.order_id.0.clone()),
         idempotency_key: job.idempotency_key.clone(),
     };

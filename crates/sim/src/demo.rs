@@ -69,6 +69,8 @@ pub fn sqlite_config(dir: &Path, listen: &str) -> Config {
         database_url: format!("sqlite://{}", dir.join("lastmile.db").display()),
         secret_key_file: Some(dir.join("lastmile.key")),
         log_format: LogFormat::Pretty,
+        // The demo's platform stand-ins listen on 127.0.0.1.
+        allow_private_urls: true,
         ..Config::default()
     }
 }

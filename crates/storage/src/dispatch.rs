@@ -204,6 +204,102 @@ async fn load_offer_in(
     Ok((OrderId(get(&row, "order_id")?), get(&row, "state")?, get(&row, "expires_at")?))
 }
 
+/// Offer `o` to `d` inside the caller's transaction (see [`Db::create_offer`]).
+pub(crate) async fn create_offer_in(
+    c: &mut WriteConn,
+    t: &TenantId,
+    o: &OrderId,
+    d: &DriverId,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<(OfferId, i64)> {
+    let order = load_order_in(c, t, o).await?;
+    let drow = sqlx::query(
+        "SELECT status, active_count, capacity FROM drivers WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+    )
+    .bind(t.as_str())
+    .bind(d.as_str())
+    .fetch_optional(&mut *c)
+    .await?
+    .ok_or(StorageError::NotFound)?;
+    let (status, active, cap): (String, i64, i64) =
+        (get(&drow, "status")?, get(&drow, "active_count")?, get(&drow, "capacity")?);
+    if status != "online" || active >= cap {
+        return Err(StorageError::AtCapacity);
+    }
+    set_status_in(c, &order, OrderStatus::Dispatching, None, None).await?;
+    let offer = OfferId::generate();
+    let expires = now + ttl_ms;
+    sqlx::query("INSERT INTO offers (id, tenant_id, order_id, driver_id, state, expires_at, created_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6)")
+            .bind(offer.as_str())
+            .bind(t.as_str())
+            .bind(o.as_str())
+            .bind(d.as_str())
+            .bind(expires)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map_err(StorageError::from_db)?;
+    let data = serde_json::json!({
+        "offer_id": offer, "order_id": o, "expires_at": from_ms(expires),
+        "pickup": pickup_in(c, &order).await?, "dropoff": order.dropoff, "ready_at": order.ready_at,
+    });
+    let seq = push_inbox_in(c, t, d, "offer", data).await?;
+    insert_event(
+        c,
+        t,
+        EventKind::OfferSent,
+        o.as_str(),
+        serde_json::json!({"order_id": o, "offer_id": offer, "driver_id": d}),
+    )
+    .await?;
+    Ok((offer, seq))
+}
+
+/// Count `o` against `d`'s capacity and record the assignment. The counter update is
+/// conditional and a CHECK constraint backs it, so the database refuses a driver over
+/// capacity (`AtCapacity`, invariant 6) however many nodes race.
+pub(crate) async fn take_assignment_in(
+    c: &mut WriteConn,
+    t: &TenantId,
+    o: &OrderId,
+    d: &DriverId,
+    now: i64,
+) -> Result<()> {
+    let bumped = sqlx::query(
+        "UPDATE drivers SET active_count = active_count + 1 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND active_count < capacity",
+    )
+    .bind(t.as_str())
+    .bind(d.as_str())
+    .execute(&mut *c)
+    .await
+    .map_err(StorageError::from_db)?;
+    if bumped.rows_affected() == 0 {
+        return Err(StorageError::AtCapacity);
+    }
+    sqlx::query(
+        "INSERT INTO assignments (order_id, tenant_id, driver_id, active, created_at) VALUES ($1, $2, $3, 1, $4)",
+    )
+    .bind(o.as_str())
+    .bind(t.as_str())
+    .bind(d.as_str())
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .map_err(StorageError::from_db)?;
+    Ok(())
+}
+
+/// Where the driver collects an order: the store's pickup point, as inbox messages carry it.
+pub(crate) async fn pickup_in(c: &mut WriteConn, order: &Order) -> Result<serde_json::Value> {
+    let pickup = sqlx::query("SELECT pickup_lat, pickup_lng, pickup_address, name FROM stores WHERE id = $1")
+        .bind(order.store_id.as_str())
+        .fetch_one(&mut *c)
+        .await?;
+    Ok(serde_json::json!({"lat": get::<f64>(&pickup, "pickup_lat")?, "lng": get::<f64>(&pickup, "pickup_lng")?,
+               "address": get::<String>(&pickup, "pickup_address")?, "store_name": get::<String>(&pickup, "name")?}))
+}
+
 impl Db {
     /// Orders in `received` (not stalled), oldest readiness first, with their pickup point.
     pub async fn dispatch_candidates(&self, limit: i64) -> Result<Vec<DispatchCandidate>> {
@@ -254,48 +350,7 @@ impl Db {
         ttl_ms: i64,
     ) -> Result<(OfferId, i64)> {
         let (t, o, d) = (tenant.clone(), order.clone(), driver.clone());
-        self.write(move |c| {
-            Box::pin(async move {
-                let order = load_order_in(c, &t, &o).await?;
-                let drow = sqlx::query("SELECT status, active_count, capacity FROM drivers WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
-                    .bind(t.as_str())
-                    .bind(d.as_str())
-                    .fetch_optional(&mut *c)
-                    .await?
-                    .ok_or(StorageError::NotFound)?;
-                let (status, active, cap): (String, i64, i64) = (get(&drow, "status")?, get(&drow, "active_count")?, get(&drow, "capacity")?);
-                if status != "online" || active >= cap {
-                    return Err(StorageError::AtCapacity);
-                }
-                set_status_in(c, &order, OrderStatus::Dispatching, None, None).await?;
-                let offer = OfferId::generate();
-                let expires = now + ttl_ms;
-                sqlx::query("INSERT INTO offers (id, tenant_id, order_id, driver_id, state, expires_at, created_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6)")
-                    .bind(offer.as_str())
-                    .bind(t.as_str())
-                    .bind(o.as_str())
-                    .bind(d.as_str())
-                    .bind(expires)
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(StorageError::from_db)?;
-                let pickup = sqlx::query("SELECT pickup_lat, pickup_lng, pickup_address, name FROM stores WHERE id = $1")
-                    .bind(order.store_id.as_str())
-                    .fetch_one(&mut *c)
-                    .await?;
-                let data = serde_json::json!({
-                    "offer_id": offer, "order_id": o, "expires_at": from_ms(expires),
-                    "pickup": {"lat": get::<f64>(&pickup, "pickup_lat")?, "lng": get::<f64>(&pickup, "pickup_lng")?,
-                               "address": get::<String>(&pickup, "pickup_address")?, "store_name": get::<String>(&pickup, "name")?},
-                    "dropoff": order.dropoff, "ready_at": order.ready_at,
-                });
-                let seq = push_inbox_in(c, &t, &d, "offer", data).await?;
-                insert_event(c, &t, EventKind::OfferSent, o.as_str(), serde_json::json!({"order_id": o, "offer_id": offer, "driver_id": d})).await?;
-                Ok((offer, seq))
-            })
-        })
-        .await
+        self.write(move |c| Box::pin(async move { create_offer_in(c, &t, &o, &d, now, ttl_ms).await })).await
     }
 
     /// The driver takes the offer, if it is still pending and not past its deadline at
@@ -315,26 +370,17 @@ impl Db {
                 if !close_offer_in(c, f.as_str(), "accepted", None, now).await? {
                     return Err(StorageError::OfferClosed(offer_state_in(c, f.as_str()).await?));
                 }
-                let bumped = sqlx::query("UPDATE drivers SET active_count = active_count + 1 WHERE tenant_id = $1 AND id = $2 AND active_count < capacity")
-                    .bind(t.as_str())
-                    .bind(d.as_str())
-                    .execute(&mut *c)
-                    .await
-                    .map_err(StorageError::from_db)?;
-                if bumped.rows_affected() == 0 {
-                    return Err(StorageError::AtCapacity);
-                }
-                sqlx::query("INSERT INTO assignments (order_id, tenant_id, driver_id, active, created_at) VALUES ($1, $2, $3, 1, $4)")
-                    .bind(order_id.as_str())
-                    .bind(t.as_str())
-                    .bind(d.as_str())
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(StorageError::from_db)?;
+                take_assignment_in(c, &t, &order_id, &d, now).await?;
                 let order = load_order_in(c, &t, &order_id).await?;
                 set_status_in(c, &order, OrderStatus::Assigned, None, Some(&d)).await?;
-                insert_event(c, &t, EventKind::OrderAssigned, order_id.as_str(), serde_json::json!({"order_id": order_id, "driver_id": d})).await?;
+                insert_event(
+                    c,
+                    &t,
+                    EventKind::OrderAssigned,
+                    order_id.as_str(),
+                    serde_json::json!({"order_id": order_id, "driver_id": d}),
+                )
+                .await?;
                 load_order_in(c, &t, &order_id).await
             })
         })

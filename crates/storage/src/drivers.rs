@@ -216,8 +216,11 @@ pub(crate) async fn set_driver_status_in(c: &mut WriteConn, t: &TenantId, i: &Dr
 }
 
 impl Db {
-    /// Revoke a driver's device token (the driver disappears from dispatch).
-    pub async fn revoke_driver(&self, tenant: &TenantId, id: &DriverId) -> Result<()> {
+    /// Revoke a driver's device token (the driver disappears from dispatch). Their orders
+    /// not yet picked up go back to matching and picked-up ones are flagged for ops, in the
+    /// same transaction; a `driver_status_changed` event (`revoked`) tells every node to
+    /// close the driver's connections.
+    pub async fn revoke_driver(&self, tenant: &TenantId, id: &DriverId) -> Result<crate::Recovered> {
         let (t, i) = (tenant.clone(), id.clone());
         self.write(move |c| {
             Box::pin(async move {
@@ -228,7 +231,9 @@ impl Db {
                     .execute(&mut *c)
                     .await?;
                 crate::touched(done)?;
-                Ok(())
+                insert_event(c, &t, EventKind::DriverStatusChanged, i.as_str(), serde_json::json!({"driver_id": i, "status": "revoked"}))
+                    .await?;
+                crate::recovery::abandon_in(c, &t, &i, crate::Abandon::Revoked).await
             })
         })
         .await

@@ -262,17 +262,8 @@ async fn update_order_in(c: &mut WriteConn, existing: &Order, n: &NormalizedOrde
         serde_json::json!({"order_id": existing.id}),
     )
     .await?;
-    if let Some(driver) = &existing.driver_id {
-        crate::dispatch::push_inbox_in(
-            c,
-            &existing.tenant_id,
-            driver,
-            "order_updated",
-            serde_json::json!({"order_id": existing.id, "notes": n.notes, "dropoff": n.dropoff}),
-        )
-        .await?;
-    }
     let current = load_order_in(c, &existing.tenant_id, &existing.id).await?;
+    crate::timeline::notify_order_updated_in(c, &current).await?;
     if n.state == PlatformState::Cancelled && !current.status.is_terminal() {
         cancel_in(c, &current, "cancelled at the platform").await?;
     } else if current.status == OrderStatus::NeedsLocation && point.is_some() {

@@ -21,11 +21,13 @@ mod intake;
 mod orders;
 mod outbox;
 mod photos;
+mod recovery;
 mod stores;
 mod sync;
 mod tenants;
 pub mod testing;
 mod time;
+mod timeline;
 mod users;
 mod writer;
 
@@ -37,10 +39,12 @@ pub use intake::*;
 pub use orders::*;
 pub use outbox::*;
 pub use photos::*;
+pub use recovery::*;
 pub use stores::*;
 pub use sync::*;
 pub use tenants::*;
 pub use time::{from_ms, now_ms, to_ms};
+pub use timeline::*;
 pub use users::*;
 pub use writer::WriteConn;
 

@@ -236,7 +236,9 @@ impl Db {
                         .await?;
                 }
                 insert_event(c, &t, EventKind::OrderUpdated, i.as_str(), serde_json::json!({"order_id": i})).await?;
-                load_order_in(c, &t, &i).await
+                let current = load_order_in(c, &t, &i).await?;
+                crate::timeline::notify_order_updated_in(c, &current).await?;
+                Ok(current)
             })
         })
         .await

@@ -34,31 +34,32 @@ pub async fn insert_event(
     Ok(())
 }
 
+/// The columns [`event_from_row`] reads.
+pub(crate) const EVENT_COLS: &str = "seq, id, tenant_id, kind, subject_id, data, occurred_at";
+
+pub(crate) fn event_from_row(r: &sqlx::any::AnyRow) -> Result<Event> {
+    let kind: String = get(r, "kind")?;
+    let data: String = get(r, "data")?;
+    Ok(Event {
+        id: EventId(get(r, "id")?),
+        seq: get(r, "seq")?,
+        tenant_id: TenantId(get(r, "tenant_id")?),
+        kind: EventKind::parse(&kind).ok_or_else(|| crate::corrupt(format!("event kind {kind}")))?,
+        subject_id: get(r, "subject_id")?,
+        data: serde_json::from_str(&data).map_err(crate::corrupt)?,
+        occurred_at: from_ms(get(r, "occurred_at")?),
+    })
+}
+
 impl Db {
     /// The oldest unpublished events, in commit order.
     pub async fn unpublished_events(&self, limit: i64) -> Result<Vec<Event>> {
-        let rows = sqlx::query(
-            "SELECT seq, id, tenant_id, kind, subject_id, data, occurred_at FROM outbox \
-             WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = get(r, "kind")?;
-                let data: String = get(r, "data")?;
-                Ok(Event {
-                    id: EventId(get(r, "id")?),
-                    seq: get(r, "seq")?,
-                    tenant_id: TenantId(get(r, "tenant_id")?),
-                    kind: EventKind::parse(&kind).ok_or_else(|| crate::corrupt(format!("event kind {kind}")))?,
-                    subject_id: get(r, "subject_id")?,
-                    data: serde_json::from_str(&data).map_err(crate::corrupt)?,
-                    occurred_at: from_ms(get(r, "occurred_at")?),
-                })
-            })
-            .collect()
+        let rows =
+            sqlx::query(&format!("SELECT {EVENT_COLS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     /// Mark every event up to and including `seq` as published.

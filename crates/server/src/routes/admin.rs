@@ -91,6 +91,15 @@ fn check_tier(t: &str, fields: &mut Vec<(String, String)>) {
     }
 }
 
+/// A store API URL must not lead the server into its own or the operator's network.
+async fn check_api_host(state: &AppState, api: Option<&ApiInput>, fields: &mut Vec<(String, String)>) {
+    if let Some(u) = api.and_then(|a| a.base_url.as_deref()).filter(|u| u.starts_with("http")) {
+        if let Some(why) = crate::outbound::refuse_private(u, state.cfg.allow_private_urls).await {
+            fields.push(("api.base_url".into(), why));
+        }
+    }
+}
+
 fn check_api(platform: Platform, api: &ApiInput, fields: &mut Vec<(String, String)>) {
     if let Some(u) = &api.base_url {
         if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -165,6 +174,7 @@ pub async fn create_store(
     if let (Some(p), Some(api)) = (platform, &input.api) {
         check_api(p, api, &mut fields);
     }
+    check_api_host(&state, input.api.as_ref(), &mut fields).await;
     let Some(platform) = platform.filter(|_| fields.is_empty()) else {
         return Err(ApiError::validation(fields));
     };
@@ -231,6 +241,7 @@ pub async fn patch_store(
     if let Some(api) = &input.api {
         check_api(current.platform, api, &mut fields);
     }
+    check_api_host(&state, input.api.as_ref(), &mut fields).await;
     if !fields.is_empty() {
         return Err(ApiError::validation(fields));
     }
@@ -316,8 +327,10 @@ pub async fn revoke_driver(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = DriverId(id);
-    state.db.revoke_driver(&auth.tenant_id, &id).await.map_err(not_found("driver"))?;
+    let recovered = state.db.revoke_driver(&auth.tenant_id, &id).await.map_err(not_found("driver"))?;
     state.fleet.remove(&id);
+    state.hub.disconnect_driver(&id);
+    crate::recovery::log_recovered(&id, lastmile_storage::Abandon::Revoked, &recovered);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -52,7 +52,12 @@ pub async fn set_status(
     if !matches!(input.status.as_str(), "online" | "offline" | "break") {
         return Err(ApiError::validation(vec![("status".into(), "must be online, offline or break".into())]));
     }
-    state.db.set_driver_status(&auth.tenant_id, &auth.driver_id, &input.status).await?;
+    if input.status == "offline" {
+        // Signing off hands back the orders not yet picked up, in the same transaction.
+        crate::recovery::sign_off(&state, &auth.tenant_id, &auth.driver_id).await?;
+    } else {
+        state.db.set_driver_status(&auth.tenant_id, &auth.driver_id, &input.status).await?;
+    }
     state.fleet.set_status(&auth.tenant_id, &auth.driver_id, &input.status);
     Ok(Json(json!({"status": input.status})))
 }
@@ -229,7 +234,8 @@ pub async fn deliver(
     if far {
         tracing::warn!(order = %order, distance_m = distance, "delivery marked far from the dropoff");
     }
-    let detail = json!({"photo_url": input.photo_url, "recipient_name": input.recipient_name, "distance_from_dropoff_m": distance, "far_from_dropoff": far});
+    let position = at.map(|p| json!({"lat": p.lat, "lng": p.lng}));
+    let detail = json!({"photo_url": input.photo_url, "recipient_name": input.recipient_name, "position": position, "distance_from_dropoff_m": distance, "far_from_dropoff": far});
     step(&state, &auth, order, OrderStatus::Delivered, detail).await
 }
 
@@ -274,7 +280,8 @@ pub async fn poll(
     let mut msgs = state.db.inbox_after(&auth.tenant_id, &auth.driver_id, after, PAGE).await?;
     if msgs.is_empty() && !wait.is_zero() {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut closed = std::pin::pin!(state.hub.closed());
+        // Ends on shutdown and when the driver is revoked.
+        let mut closed = std::pin::pin!(state.hub.driver_session(&auth.driver_id).cancelled_owned());
         while msgs.is_empty() {
             tokio::select! {
                 woken = tokio::time::timeout_at(deadline, rx.changed()) => match woken {
@@ -282,7 +289,12 @@ pub async fn poll(
                     _ => break,
                 },
                 // Shutting down: answer now (empty); the client polls again elsewhere.
-                _ = &mut closed => break,
+                _ = &mut closed => {
+                    if !state.hub.is_closing() {
+                        return Err(ApiError::unauthorized("the driver token was revoked"));
+                    }
+                    break;
+                }
             }
         }
     }
@@ -302,7 +314,8 @@ pub async fn sse(
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<i64>().ok());
     let after = last_event_id.or(q.after).unwrap_or(0).max(0);
     let rx = state.hub.subscribe_driver(&auth.driver_id);
-    let closed = state.hub.closed();
+    // Ends on shutdown and when the driver is revoked.
+    let closed = state.hub.driver_session(&auth.driver_id).cancelled_owned();
     let st = (state, auth, rx, after, std::collections::VecDeque::<InboxMessage>::new());
     let stream = futures::stream::unfold(st, |(state, auth, mut rx, mut after, mut queue)| async move {
         loop {
@@ -376,7 +389,8 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
     let mut wake = state.hub.subscribe_driver(&auth.driver_id);
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let mut last_heard = tokio::time::Instant::now();
-    let mut closed = std::pin::pin!(state.hub.closed());
+    // Ends on shutdown and when the driver is revoked.
+    let mut closed = std::pin::pin!(state.hub.driver_session(&auth.driver_id).cancelled_owned());
     metrics::gauge!("lastmile_driver_sockets").increment(1.0);
     // Wake at once so the backlog after `after` goes out first.
     wake.mark_changed();
@@ -428,7 +442,12 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
             }
             _ = &mut closed => {
                 // 1001 "going away": the app reconnects (to another node) with its last seq.
-                let bye = CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
+                // 1008 "policy": the driver was revoked; reconnecting is refused.
+                let bye = if state.hub.is_closing() {
+                    CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() }
+                } else {
+                    CloseFrame { code: close_code::POLICY, reason: "driver token revoked".into() }
+                };
                 let _ = tx.send(Message::Close(Some(bye))).await;
                 break;
             }

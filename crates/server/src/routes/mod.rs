@@ -8,6 +8,7 @@ pub mod events;
 pub mod map;
 pub mod oauth;
 pub mod ops;
+pub mod order_ops;
 pub mod orders;
 pub mod system;
 pub mod track;

@@ -296,13 +296,20 @@ async fn create_order_inner(
     Ok((status, Json(order)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path)), responses((status = 200, description = "The order"), (status = 404, description = "Not found")), security(("client_jwt" = []), ("admin_key" = [])))]
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path)), responses((status = 200, description = "The order, with `proof` (of delivery) and `attention` (ops flag), each null when absent"), (status = 404, description = "Not found")), security(("client_jwt" = []), ("admin_key" = [])))]
 pub async fn get_order(
     State(state): State<AppState>,
     auth: TenantAuth,
     Path(id): Path<String>,
-) -> ApiResult<Json<Order>> {
-    Ok(Json(state.db.get_order(&auth.tenant_id, &OrderId(id)).await.map_err(not_found("order"))?))
+) -> ApiResult<Json<Value>> {
+    let order = state.db.get_order(&auth.tenant_id, &OrderId(id)).await.map_err(not_found("order"))?;
+    // What ops need beside the order: how it was delivered, and whether it needs them.
+    let proof = state.db.delivery_proof(&auth.tenant_id, &order.id).await?;
+    let attention = state.db.order_attention(&auth.tenant_id, &order.id).await?;
+    let mut view = serde_json::to_value(&order).map_err(ApiError::internal)?;
+    view["proof"] = json!(proof);
+    view["attention"] = json!(attention);
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,7 +15,33 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/track/{token}", get(track)).route("/v1/track/{token}/events", get(track_events))
+    Router::new()
+        .route("/v1/track/{token}", get(track).options(preflight))
+        .route("/v1/track/{token}/events", get(track_events).options(preflight))
+}
+
+/// Browsers' CORS preflight; [`cors`] answers it before this runs, so a route must exist
+/// for OPTIONS (otherwise the method router refuses it first).
+async fn preflight() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// CORS for the tracking API, so a store's order-status page can read it from the
+/// customer's browser: GET (and its preflight) from `tracking.cors_origins`. No credentials
+/// are involved — the token in the path is the whole authority.
+pub fn cors(cfg: &crate::config::TrackingConfig) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origin = if cfg.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(cfg.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::HEAD])
+        .allow_headers([header::ACCEPT, header::CACHE_CONTROL, HeaderName::from_static("last-event-id")])
+        .max_age(Duration::from_secs(3600))
 }
 
 pub(crate) async fn load(state: &AppState, token: &str) -> ApiResult<Order> {

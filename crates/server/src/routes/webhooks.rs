@@ -201,7 +201,14 @@ async fn process_verified(
     match process(state, store, pairs, raw).await? {
         Processed::Answered(answer) => Ok(answer.into_response()),
         Processed::Unprocessable { raw, error, context } => {
+            let missing = context.get("missing_header").and_then(|h| h.as_str()).map(str::to_owned);
             let id = state.db.dead_letter_delivery(source(store), raw, &error, context).await?;
+            // Signed but without a header the platform always sends: the sender's mistake,
+            // answered as such (and kept, like every authenticated body, for replay).
+            if let Some(h) = missing {
+                return Err(ApiError::bad_request("missing_header", format!("the {h} header is required"))
+                    .with_details(json!({"header": h, "dead_letter_id": id})));
+            }
             let body = json!({"order_id": null, "result": "dead_lettered", "dead_letter_id": id, "error": error});
             Ok(Answer::new(StatusCode::ACCEPTED, store.platform, "dead_lettered", body).into_response())
         }
@@ -239,7 +246,11 @@ async fn process(
     let parsed = match lastmile_ingest::parse(platform, pairs, &raw.body) {
         Ok(p) => p,
         Err(e) => {
-            return Ok(Processed::Unprocessable { raw, error: e.to_string(), context: json!({"stage": "parse"}) })
+            let mut context = json!({"stage": "parse"});
+            if let IngestError::MissingHeader(h) = &e {
+                context["missing_header"] = json!(h);
+            }
+            return Ok(Processed::Unprocessable { raw, error: e.to_string(), context });
         }
     };
     let answer = match parsed {

@@ -47,6 +47,8 @@ pub fn test_config(dir: &std::path::Path, database_url: String) -> Config {
     };
     cfg.dispatch.tick_ms = 50;
     cfg.sync.poll_ms = 20;
+    // Platform stand-ins listen on 127.0.0.1.
+    cfg.allow_private_urls = true;
     cfg
 }
 

@@ -332,6 +332,7 @@ async fn refusals_change_nothing(backend: Backend) {
     for (what, d, url, status, code) in &cases {
         let (s, b) = deliver(&app, url, d).await;
         assert_eq!((s, b["error"]["code"].as_str()), (*status, Some(*code)), "{what}: {b}");
+
         // The same delivery through the detecting endpoint is refused the same way, except
         // that it names its store by identity, so "unknown store" needs an unknown shop.
         if !what.contains("store") {
@@ -364,6 +365,17 @@ async fn refusals_change_nothing(backend: Backend) {
     assert_eq!(raw_payloads(&app, &tenant).await, 0, "nothing unauthenticated is archived");
     let (_, dead) = app.get_json("/v1/dead-letters", &admin).await;
     assert_eq!(dead["dead_letters"].as_array().map(Vec::len), Some(0), "{dead}");
+
+    // Signed, but without a header the platform always sends: refused naming the header,
+    // and — authenticated — kept as a dead letter for replay (invariant 4).
+    let no_topic = Delivery::shopify(&body, "shpss_right", shop, "orders/create").without("X-Shopify-Topic");
+    let (s, b) = deliver(&app, &webhook_path("shopify", &sid), &no_topic).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("missing_header")), "{b}");
+    assert_eq!(b["error"]["details"]["header"], "X-Shopify-Topic", "names the header: {b}");
+    assert!(b["error"]["details"]["dead_letter_id"].is_string(), "{b}");
+    let (_, dead) = app.get_json("/v1/dead-letters", &admin).await;
+    assert_eq!(dead["dead_letters"].as_array().map(Vec::len), Some(1), "{dead}");
+    assert!(list_all(&app, &admin, "", 50).await.is_empty(), "no order from it");
     app.stop().await;
 }
 
