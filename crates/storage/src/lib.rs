@@ -13,6 +13,7 @@
 //! the code branches on [`Dialect`].
 
 mod bind;
+mod catalog;
 mod dispatch;
 mod drivers;
 mod intake;
@@ -26,6 +27,7 @@ mod time;
 mod writer;
 
 pub use bind::OptF64;
+pub use catalog::*;
 pub use dispatch::*;
 pub use drivers::*;
 pub use intake::*;
