@@ -24,4 +24,6 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub connectors: ConnectorHub,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The menu search index and rendered-menu cache (rebuilt at start from the database).
+    pub catalog: crate::catalog::Catalog,
 }

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per feature, each exporting `router()`.
 
 pub mod admin;
+pub mod catalog;
 pub mod driver;
 pub mod oauth;
 pub mod ops;
