@@ -244,12 +244,10 @@ pub fn price_order(lines: &[(PricedDish, i64)]) -> (Vec<LineItem>, Totals, i64) 
             unit_price_minor: d.price_minor,
         })
         .collect();
-    let subtotal =
-        items.iter().map(|i| i.quantity.saturating_mul(i.unit_price_minor)).fold(0i64, i64::saturating_add);
+    let subtotal = items.iter().map(|i| i.quantity.saturating_mul(i.unit_price_minor)).fold(0i64, i64::saturating_add);
     let currency = lines.first().map(|(d, _)| d.currency.clone()).unwrap_or_default();
     let prep = lines.iter().map(|(d, _)| d.prep_time_s).max().unwrap_or(0);
-    let totals =
-        Totals { subtotal_minor: subtotal, shipping_minor: 0, tax_minor: 0, total_minor: subtotal, currency };
+    let totals = Totals { subtotal_minor: subtotal, shipping_minor: 0, tax_minor: 0, total_minor: subtotal, currency };
     (items, totals, prep)
 }
 

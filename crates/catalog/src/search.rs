@@ -257,8 +257,7 @@ impl CatalogSnapshot {
 
     /// Stores whose delivery area covers `near` within `radius_m`, nearest first.
     pub fn nearby(&self, q: &StoreQuery) -> Vec<StoreHit> {
-        let mut hits: Vec<StoreHit> =
-            self.stores.iter().filter_map(|s| self.place_hit(s, q, 0.0)).collect();
+        let mut hits: Vec<StoreHit> = self.stores.iter().filter_map(|s| self.place_hit(s, q, 0.0)).collect();
         hits.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
         hits
     }
@@ -402,11 +401,23 @@ mod tests {
 
     fn snapshot() -> CatalogSnapshot {
         CatalogSnapshot::build([
-            store("s1", "Anatolia Grill", 60.170, "turkish", vec![
-                dish("d1", "Adana Kebab", &["kabob"], &["spicy", "halal"], 1290),
-                dish("d2", "Lentil Soup", &[], &["vegan"], 690),
-            ]),
-            store("s2", "Napoli Pizzeria", 60.175, "italian", vec![dish("d3", "Margherita Pizza", &[], &["vegetarian"], 1090)]),
+            store(
+                "s1",
+                "Anatolia Grill",
+                60.170,
+                "turkish",
+                vec![
+                    dish("d1", "Adana Kebab", &["kabob"], &["spicy", "halal"], 1290),
+                    dish("d2", "Lentil Soup", &[], &["vegan"], 690),
+                ],
+            ),
+            store(
+                "s2",
+                "Napoli Pizzeria",
+                60.175,
+                "italian",
+                vec![dish("d3", "Margherita Pizza", &[], &["vegetarian"], 1090)],
+            ),
             store("s3", "Far Kebab House", 60.300, "turkish", vec![dish("d4", "Döner Kebab", &[], &[], 990)]),
         ])
     }

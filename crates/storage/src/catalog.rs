@@ -3,6 +3,8 @@
 //! version, and the UPDATE that takes stock checks that version in its WHERE clause; a
 //! lost race rolls the attempt back and retries, with no table lock. Stock goes back when
 //! the order is cancelled or fails (`release_stock_in`, called by the status change).
+//! Every writer here locks a store's `store_menus` row (bumping the menu's version) before
+//! any of its dishes, so two nodes never deadlock on them.
 
 use crate::intake::{complete_idempotency_in, find_in, insert_order_in, IdempotencyRef, IntakeResult, IntakeSource};
 use crate::orders::load_order_in;
@@ -180,14 +182,16 @@ async fn bump_menu_version_in(c: &mut WriteConn, store: &str) -> Result<()> {
 
 /// Give back the stock an order holds (once: a second call finds nothing held).
 pub(crate) async fn release_stock_in(c: &mut WriteConn, order: &Order) -> Result<()> {
-    let rows = sqlx::query("SELECT item_id, quantity FROM stock_reservations WHERE order_id = $1 AND released_at IS NULL")
-        .bind(order.id.as_str())
-        .fetch_all(&mut *c)
-        .await?;
+    let rows =
+        sqlx::query("SELECT item_id, quantity FROM stock_reservations WHERE order_id = $1 AND released_at IS NULL")
+            .bind(order.id.as_str())
+            .fetch_all(&mut *c)
+            .await?;
     if rows.is_empty() {
         return Ok(());
     }
     let now = now_ms();
+    bump_menu_version_in(c, order.store_id.as_str()).await?;
     for r in &rows {
         sqlx::query(
             "UPDATE menu_items SET quantity = quantity + $1, version = version + 1, updated_at = $2 \
@@ -204,7 +208,7 @@ pub(crate) async fn release_stock_in(c: &mut WriteConn, order: &Order) -> Result
         .bind(order.id.as_str())
         .execute(&mut *c)
         .await?;
-    bump_menu_version_in(c, order.store_id.as_str()).await
+    Ok(())
 }
 
 impl Db {
@@ -273,11 +277,19 @@ impl Db {
 
     /// Change one dish's price, availability or stock.
     #[tracing::instrument(skip_all, fields(tenant = %tenant, store = %store))]
-    pub async fn patch_menu_item(&self, tenant: &TenantId, store: &StoreId, item_id: &str, patch: ItemPatch) -> Result<MenuView> {
+    pub async fn patch_menu_item(
+        &self,
+        tenant: &TenantId,
+        store: &StoreId,
+        item_id: &str,
+        patch: ItemPatch,
+    ) -> Result<MenuView> {
         let (t, s, i) = (tenant.clone(), store.clone(), item_id.to_owned());
         self.write(move |c| {
             Box::pin(async move {
                 let now = now_ms();
+                // Lock order everywhere: the store's menu row before its dishes (no deadlocks).
+                bump_menu_version_in(c, s.as_str()).await?;
                 let (kind, quantity, per_hour) = match &patch.stock {
                     Some(st) => {
                         let (k, q, p) = stock_cols(st);
@@ -305,7 +317,6 @@ impl Db {
                 .execute(&mut *c)
                 .await?;
                 crate::touched(done)?;
-                bump_menu_version_in(c, s.as_str()).await?;
                 menu_view_in(&mut *c, &t, &s).await
             })
         })
@@ -358,7 +369,9 @@ impl Db {
         for _ in 0..RESERVE_ATTEMPTS {
             let (src, order, lines, idem) = (src.clone(), order.clone(), lines.clone(), idem.clone());
             let attempt = self
-                .write(move |c| Box::pin(async move { place_in(c, &src, order, &lines, not_before, idem.as_ref()).await }))
+                .write(move |c| {
+                    Box::pin(async move { place_in(c, &src, order, &lines, not_before, idem.as_ref()).await })
+                })
                 .await;
             match attempt {
                 Err(StorageError::Conflict(what)) if what == STOCK_RACE => continue,
@@ -548,6 +561,7 @@ async fn place_in(
         // Another request took this external id since the check above: try again.
         return Err(StorageError::Conflict(STOCK_RACE.into()));
     };
+    bump_menu_version_in(c, src.store_id.as_str()).await?;
     for (id, qty) in &need {
         let d = &dishes[id];
         let done = sqlx::query(
@@ -575,7 +589,6 @@ async fn place_in(
         .execute(&mut *c)
         .await?;
     }
-    bump_menu_version_in(c, src.store_id.as_str()).await?;
     let placed = load_order_in(c, &src.tenant_id, &order_id).await?;
     if let Some(k) = idem {
         complete_idempotency_in(c, &src.tenant_id, k, 201, &serde_json::to_string(&placed).map_err(crate::corrupt)?)

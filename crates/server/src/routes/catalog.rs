@@ -57,7 +57,8 @@ fn menu_json(m: &MenuView) -> Value {
             None => categories.push((s.category.clone(), vec![item_json(s)])),
         }
     }
-    let categories: Vec<Value> = categories.into_iter().map(|(name, items)| json!({"name": name, "items": items})).collect();
+    let categories: Vec<Value> =
+        categories.into_iter().map(|(name, items)| json!({"name": name, "items": items})).collect();
     json!({"store_id": m.store_id, "name": m.name, "cuisine": m.cuisine, "hours": m.hours,
         "delivery_radius_m": m.delivery_radius_m, "version": m.version, "categories": categories})
 }
@@ -91,8 +92,11 @@ pub async fn patch_item(
 ) -> ApiResult<Json<Value>> {
     let patch: ItemPatch = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
     patch.validate().map_err(fields)?;
-    let view =
-        state.db.patch_menu_item(&auth.tenant_id, &StoreId(id), &item_id, patch).await.map_err(not_found("menu item"))?;
+    let view = state
+        .db
+        .patch_menu_item(&auth.tenant_id, &StoreId(id), &item_id, patch)
+        .await
+        .map_err(not_found("menu item"))?;
     state.catalog.store_changed(&auth.tenant_id, view.to_catalog_store());
     let item = view.items.iter().find(|i| i.id == item_id).ok_or_else(|| ApiError::not_found("menu item"))?;
     Ok(Json(item_json(item)))
@@ -285,10 +289,7 @@ pub async fn get_menu(
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    Ok((
-        [(header::ETAG, etag), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        menu.body,
-    )
+    Ok(([(header::ETAG, etag), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], menu.body)
         .into_response())
 }
 
@@ -358,9 +359,9 @@ pub async fn create_catalog_order(
         lastmile_storage::StorageError::NotFound => fields(vec![("store_id".into(), "no such store".into())]),
         other => other.into(),
     })?;
-    let src = IntakeSource { tenant_id: auth.tenant_id.clone(), store_id: store.id.clone(), platform: Platform::Native };
-    let outcome =
-        state.db.create_catalog_order(src, native.order, lines, native.ready_at, Some(idem.clone())).await?;
+    let src =
+        IntakeSource { tenant_id: auth.tenant_id.clone(), store_id: store.id.clone(), platform: Platform::Native };
+    let outcome = state.db.create_catalog_order(src, native.order, lines, native.ready_at, Some(idem.clone())).await?;
     match outcome {
         CatalogOrderOutcome::Placed(order, result) => {
             metrics::counter!("lastmile_orders_ingested_total", "platform" => "native", "result" => result.as_str())
@@ -377,7 +378,9 @@ pub async fn create_catalog_order(
                 .with_details(json!({"items": items})))
         }
         CatalogOrderOutcome::UnknownItems(idx) => Err(fields(
-            idx.into_iter().map(|i| (format!("items[{i}].item_id"), "no such item on this store's menu".into())).collect(),
+            idx.into_iter()
+                .map(|i| (format!("items[{i}].item_id"), "no such item on this store's menu".into()))
+                .collect(),
         )),
     }
 }

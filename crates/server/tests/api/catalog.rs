@@ -97,11 +97,21 @@ async fn city(app: &TestApp, admin: &str) -> (String, String, String, Value) {
                  "prep_time_s": 300, "stock": {"kind": "made_to_order", "per_hour": 3}}]}]}),
     )
     .await;
-    put_menu(app, admin, &pizza, &json!({"cuisine": ["italian"], "categories": [{"name": "Pizza", "items": [
-        dish("P1", "Margherita Pizza", 1090, count(10))]}]}))
+    put_menu(
+        app,
+        admin,
+        &pizza,
+        &json!({"cuisine": ["italian"], "categories": [{"name": "Pizza", "items": [
+        dish("P1", "Margherita Pizza", 1090, count(10))]}]}),
+    )
     .await;
-    put_menu(app, admin, &far, &json!({"cuisine": ["turkish"], "categories": [{"name": "Mains", "items": [
-        dish("K9", "Döner Kebab", 990, count(10))]}]}))
+    put_menu(
+        app,
+        admin,
+        &far,
+        &json!({"cuisine": ["turkish"], "categories": [{"name": "Mains", "items": [
+        dish("K9", "Döner Kebab", 990, count(10))]}]}),
+    )
     .await;
     (kebab, pizza, far, menu)
 }
@@ -114,18 +124,33 @@ async fn menus_and_nearby(backend: Backend) {
 
     // Validation names every bad field.
     let (s, bad) = app
-        .put_json(&format!("/v1/stores/{kebab}/menu"), &admin, &json!({"cuisine": [], "categories": [{"name": "x", "items": [
-            {"sku": "A", "name": "", "price_minor": -5, "currency": "euro", "prep_time_s": 60, "stock": count(-1)}]}]}))
+        .put_json(
+            &format!("/v1/stores/{kebab}/menu"),
+            &admin,
+            &json!({"cuisine": [], "categories": [{"name": "x", "items": [
+            {"sku": "A", "name": "", "price_minor": -5, "currency": "euro", "prep_time_s": 60, "stock": count(-1)}]}]}),
+        )
         .await;
     assert_eq!(s, 422, "{bad}");
     assert_eq!(bad["error"]["code"], "validation_failed");
     let f = &bad["error"]["details"]["fields"];
-    for k in ["cuisine", "categories[0].items[0].name", "categories[0].items[0].price_minor",
-              "categories[0].items[0].currency", "categories[0].items[0].stock.quantity"] {
+    for k in [
+        "cuisine",
+        "categories[0].items[0].name",
+        "categories[0].items[0].price_minor",
+        "categories[0].items[0].currency",
+        "categories[0].items[0].stock.quantity",
+    ] {
         assert!(f.get(k).is_some(), "{k} missing in {f}");
     }
-    let (s, _) = app.put_json("/v1/stores/no-such-store/menu", &admin, &json!({"cuisine": ["x"], "categories": [
-        {"name": "x", "items": [dish("A", "A", 1, count(1))]}]})).await;
+    let (s, _) = app
+        .put_json(
+            "/v1/stores/no-such-store/menu",
+            &admin,
+            &json!({"cuisine": ["x"], "categories": [
+        {"name": "x", "items": [dish("A", "A", 1, count(1))]}]}),
+        )
+        .await;
     assert_eq!(s, 404);
 
     // The same sku keeps its id across a whole-menu replacement.
@@ -135,18 +160,21 @@ async fn menus_and_nearby(backend: Backend) {
         dish("S1", "Lentil Soup", 690, json!({"kind": "made_to_order", "per_hour": 3}))]}]})).await;
     assert_eq!(item_id(&again, "K1"), item_id(&menu, "K1"));
 
-    let (s, near) = app.get_json(&format!("/v1/catalog/stores?lat={}&lng={}&radius_m=5000", HERE.0, HERE.1), &jwt).await;
+    let (s, near) =
+        app.get_json(&format!("/v1/catalog/stores?lat={}&lng={}&radius_m=5000", HERE.0, HERE.1), &jwt).await;
     assert_eq!(s, 200, "{near}");
     let ids: Vec<&str> = near["stores"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec![kebab.as_str(), pizza.as_str()], "nearest first, the far store outside the radius: {near}");
     let first = &near["stores"][0];
     assert_eq!(first["open_now"], true);
     assert!(first["eta_s"].as_i64().unwrap() > first["distance_m"].as_f64().unwrap() as i64 / 10, "{first}");
-    let (_, italian) =
-        app.get_json(&format!("/v1/catalog/stores?lat={}&lng={}&radius_m=50000&cuisine=Italian", HERE.0, HERE.1), &jwt).await;
+    let (_, italian) = app
+        .get_json(&format!("/v1/catalog/stores?lat={}&lng={}&radius_m=50000&cuisine=Italian", HERE.0, HERE.1), &jwt)
+        .await;
     let ids: Vec<&str> = italian["stores"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec![pizza.as_str()]);
-    let (_, wide) = app.get_json(&format!("/v1/catalog/stores?lat={}&lng={}&radius_m=50000", HERE.0, HERE.1), &jwt).await;
+    let (_, wide) =
+        app.get_json(&format!("/v1/catalog/stores?lat={}&lng={}&radius_m=50000", HERE.0, HERE.1), &jwt).await;
     assert_eq!(wide["stores"].as_array().unwrap().last().unwrap()["id"], far.as_str());
     let (s, e) = app.get_json("/v1/catalog/stores?lat=91&lng=x", &jwt).await;
     assert_eq!(s, 422, "{e}");
@@ -183,7 +211,10 @@ async fn search(backend: Backend) {
         let hits = find(q, "").await;
         assert_eq!(dishes(&hits), vec![adana.clone()], "query {q}: {hits}");
         assert_eq!(hits["stores"][0]["id"], kebab.as_str(), "{hits}");
-        assert!(hits["stores"].as_array().unwrap().iter().all(|s| s["id"] != far.as_str()), "outside the radius: {hits}");
+        assert!(
+            hits["stores"].as_array().unwrap().iter().all(|s| s["id"] != far.as_str()),
+            "outside the radius: {hits}"
+        );
     }
     assert_eq!(find("soup", "&tags=vegan").await["dishes"][0]["name"], "Lentil Soup");
     assert!(dishes(&find("kebab", "&tags=vegan").await).is_empty());
@@ -197,13 +228,18 @@ async fn search(backend: Backend) {
     assert_eq!((s, e["error"]["details"]["fields"]["q"].is_string()), (422, true), "{e}");
 
     // A renamed dish is found under its new name at once, and the index survives a restart.
-    let (s, _) = app.put_json(&format!("/v1/stores/{far}/menu"), &admin, &json!({"cuisine": ["turkish"], "categories": [
-        {"name": "Mains", "items": [dish("K9", "Iskender", 990, count(10))]}]})).await;
+    let (s, _) = app
+        .put_json(
+            &format!("/v1/stores/{far}/menu"),
+            &admin,
+            &json!({"cuisine": ["turkish"], "categories": [
+        {"name": "Mains", "items": [dish("K9", "Iskender", 990, count(10))]}]}),
+        )
+        .await;
     assert_eq!(s, 200);
     let app = app.restart().await;
-    let (_, hits) = app
-        .get_json(&format!("/v1/catalog/search?q=iskendr&lat={}&lng={}&radius_m=50000", HERE.0, HERE.1), &jwt)
-        .await;
+    let (_, hits) =
+        app.get_json(&format!("/v1/catalog/search?q=iskendr&lat={}&lng={}&radius_m=50000", HERE.0, HERE.1), &jwt).await;
     assert_eq!(hits["dishes"][0]["store_id"], far.as_str(), "{hits}");
     app.stop().await;
 }
@@ -299,9 +335,12 @@ async fn prices_win(backend: Backend) {
     let jwt = app.client_token(&admin).await;
     let (kebab, _, _, menu) = city(&app, &admin).await;
     let (adana, soup) = (item_id(&menu, "K1"), item_id(&menu, "S1"));
-    let body = order_body(&kebab, json!([
+    let body = order_body(
+        &kebab,
+        json!([
         {"item_id": adana, "quantity": 2, "unit_price_minor": 1, "notes": "extra chili"},
-        {"item_id": soup, "quantity": 1, "unit_price_minor": 1}]));
+        {"item_id": soup, "quantity": 1, "unit_price_minor": 1}]),
+    );
     let (s, o) = order(&app, &jwt, &body).await;
     assert_eq!(s, 201, "{o}");
     assert_eq!(o["totals"]["total_minor"], 2 * 1290 + 690, "{o}");
@@ -340,7 +379,8 @@ async fn hourly_cap(backend: Backend) {
     let (_, m) = app.get_json(&format!("/v1/catalog/stores/{kebab}/menu"), &jwt).await;
     assert_eq!(m["categories"][0]["items"][1]["stock"]["remaining_this_hour"], 0, "{m}");
     // Cancelling frees the hour's capacity.
-    let (s, _) = app.post_json(&format!("/v1/orders/{}/cancel", first["id"].as_str().unwrap()), &admin, &json!({})).await;
+    let (s, _) =
+        app.post_json(&format!("/v1/orders/{}/cancel", first["id"].as_str().unwrap()), &admin, &json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(order(&app, &jwt, &line(2)).await.0, 201);
     app.stop().await;
