@@ -9,9 +9,7 @@
 use crate::intake::{complete_idempotency_in, find_in, insert_order_in, IdempotencyRef, IntakeResult, IntakeSource};
 use crate::orders::load_order_in;
 use crate::{get, json_col, now_ms, Db, Result, StorageError, WriteConn};
-use lastmile_catalog::{
-    price_order, CatalogDish, CatalogStore, ItemPatch, Menu, MenuItem, OpeningHours, PricedDish, Stock,
-};
+use lastmile_catalog::{price_order, CatalogDish, CatalogStore, ItemPatch, Menu, MenuItem, PricedDish, Stock};
 use lastmile_core::{GeoPoint, NormalizedOrder, Order, StoreId, TenantId};
 use sqlx::any::AnyRow;
 use std::collections::HashMap;
@@ -53,45 +51,24 @@ impl StoredItem {
 /// A store's menu as shoppers see it, dishes in menu order.
 #[derive(Debug, Clone)]
 pub struct MenuView {
-    pub store_id: String,
-    pub tenant_id: String,
-    pub name: String,
-    pub location: GeoPoint,
-    pub cuisine: Vec<String>,
-    pub hours: Vec<OpeningHours>,
-    pub delivery_radius_m: Option<f64>,
+    /// The store as the search index holds it (its dishes mirror `items`).
+    pub store: CatalogStore,
     pub version: i64,
     pub items: Vec<StoredItem>,
 }
 
-impl MenuView {
-    /// The store as the search index holds it.
-    pub fn to_catalog_store(&self) -> CatalogStore {
-        CatalogStore {
-            id: self.store_id.clone(),
-            tenant_id: self.tenant_id.clone(),
-            name: self.name.clone(),
-            location: self.location,
-            cuisine: self.cuisine.clone(),
-            hours: self.hours.clone(),
-            delivery_radius_m: self.delivery_radius_m,
-            dishes: self
-                .items
-                .iter()
-                .map(|s| CatalogDish {
-                    id: s.id.clone(),
-                    category: s.category.clone(),
-                    name: s.item.name.clone(),
-                    description: s.item.description.clone(),
-                    aliases: s.item.aliases.clone(),
-                    tags: s.item.tags.clone(),
-                    price_minor: s.item.price_minor,
-                    currency: s.item.currency.clone(),
-                    prep_time_s: s.item.prep_time_s,
-                    available: s.item.available,
-                })
-                .collect(),
-        }
+fn dish_of(s: &StoredItem) -> CatalogDish {
+    CatalogDish {
+        id: s.id.clone(),
+        category: s.category.clone(),
+        name: s.item.name.clone(),
+        description: s.item.description.clone(),
+        aliases: s.item.aliases.clone(),
+        tags: s.item.tags.clone(),
+        price_minor: s.item.price_minor,
+        currency: s.item.currency.clone(),
+        prep_time_s: s.item.prep_time_s,
+        available: s.item.available,
     }
 }
 
@@ -349,7 +326,7 @@ impl Db {
         let mut conn = self.pool.acquire().await?;
         for r in &rows {
             let (s, t) = (StoreId(get(r, "store_id")?), TenantId(get(r, "tenant_id")?));
-            out.push(menu_view_in(&mut conn, &t, &s).await?.to_catalog_store());
+            out.push(menu_view_in(&mut conn, &t, &s).await?.store);
         }
         Ok(out)
     }
@@ -455,24 +432,24 @@ async fn menu_view_in(c: &mut sqlx::AnyConnection, t: &TenantId, s: &StoreId) ->
         .map(|r| get(r, "id"))
         .collect::<Result<_>>()?;
     let held = reserved_in_hour(&mut *c, &made_to_order, hour_start(now_ms())).await?;
-    let items = rows
+    let items: Vec<StoredItem> = rows
         .iter()
         .map(|r| {
             let id: String = get(r, "id")?;
             item_from_row(r, held.get(&id).copied().unwrap_or(0))
         })
         .collect::<Result<_>>()?;
-    Ok(MenuView {
-        store_id: s.0.clone(),
+    let store = CatalogStore {
+        id: s.0.clone(),
         tenant_id: t.0.clone(),
         name: get(&head, "name")?,
         location: GeoPoint::new(get(&head, "pickup_lat")?, get(&head, "pickup_lng")?).map_err(crate::corrupt)?,
         cuisine: json_col(&head, "cuisine_json")?,
         hours: json_col(&head, "hours_json")?,
         delivery_radius_m: get(&head, "delivery_radius_m")?,
-        version: get(&head, "version")?,
-        items,
-    })
+        dishes: items.iter().map(dish_of).collect(),
+    };
+    Ok(MenuView { store, version: get(&head, "version")?, items })
 }
 
 /// One attempt at a catalog order inside the write transaction.

@@ -59,8 +59,9 @@ fn menu_json(m: &MenuView) -> Value {
     }
     let categories: Vec<Value> =
         categories.into_iter().map(|(name, items)| json!({"name": name, "items": items})).collect();
-    json!({"store_id": m.store_id, "name": m.name, "cuisine": m.cuisine, "hours": m.hours,
-        "delivery_radius_m": m.delivery_radius_m, "version": m.version, "categories": categories})
+    let s = &m.store;
+    json!({"store_id": s.id, "name": s.name, "cuisine": s.cuisine, "hours": s.hours,
+        "delivery_radius_m": s.delivery_radius_m, "version": m.version, "categories": categories})
 }
 
 #[utoipa::path(put, path = "/v1/stores/{id}/menu", tag = "catalog", params(("id" = String, Path)),
@@ -76,7 +77,7 @@ pub async fn put_menu(
     let menu: Menu = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
     let menu = menu.validate().map_err(fields)?;
     let view = state.db.put_menu(&auth.tenant_id, &StoreId(id), menu).await.map_err(not_found("store"))?;
-    state.catalog.store_changed(&auth.tenant_id, view.to_catalog_store());
+    state.catalog.store_changed(&auth.tenant_id, view.store.clone());
     Ok(Json(menu_json(&view)))
 }
 
@@ -97,7 +98,7 @@ pub async fn patch_item(
         .patch_menu_item(&auth.tenant_id, &StoreId(id), &item_id, patch)
         .await
         .map_err(not_found("menu item"))?;
-    state.catalog.store_changed(&auth.tenant_id, view.to_catalog_store());
+    state.catalog.store_changed(&auth.tenant_id, view.store.clone());
     let item = view.items.iter().find(|i| i.id == item_id).ok_or_else(|| ApiError::not_found("menu item"))?;
     Ok(Json(item_json(item)))
 }
