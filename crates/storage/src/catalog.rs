@@ -497,6 +497,10 @@ async fn place_in(
     }
     if let Some(existing) = find_in(c, src, &order.platform_order_id).await? {
         // A repeated external id: the first order stands, and holds the only reservation.
+        if let Some(k) = idem {
+            let body = serde_json::to_string(&existing).map_err(crate::corrupt)?;
+            complete_idempotency_in(c, &src.tenant_id, k, 200, &body).await?;
+        }
         return Ok(CatalogOrderOutcome::Placed(Box::new(existing), IntakeResult::Duplicate));
     }
     let mto: Vec<String> = need

@@ -353,6 +353,24 @@ async fn prices_win(backend: Backend) {
     let prep = (ready - created).num_seconds();
     assert!((895..=905).contains(&prep), "ready after the slowest dish (900 s), got {prep}");
 
+    // A repeated external id answers with the first order and reserves nothing more; the
+    // same Idempotency-Key replays the first answer.
+    let mut once = order_body(&kebab, json!([{"item_id": adana, "quantity": 1}]));
+    once["external_id"] = json!("pos-42");
+    let (s, first) = order(&app, &jwt, &once).await;
+    assert_eq!(s, 201, "{first}");
+    let (s, dup) = order(&app, &jwt, &once).await;
+    assert_eq!((s, &dup["id"]), (200, &first["id"]), "{dup}");
+    let key = uuid_key();
+    let send =
+        || app.http.post(app.url("/v1/orders")).bearer_auth(&jwt).header("Idempotency-Key", &key).json(&once).send();
+    let a = send().await.unwrap();
+    assert_eq!(a.status(), 200);
+    let b = send().await.unwrap();
+    assert_eq!(b.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    let (_, m) = app.get_json(&format!("/v1/catalog/stores/{kebab}/menu"), &jwt).await;
+    assert_eq!(m["categories"][0]["items"][0]["stock"]["quantity"], 5 - 2 - 1, "{m}");
+
     // Unknown dishes and bad lines are validation errors; native orders still work.
     let (s, e) = order(&app, &jwt, &order_body(&kebab, json!([{"item_id": "itm_nope", "quantity": 1}]))).await;
     assert_eq!(s, 422, "{e}");
