@@ -381,7 +381,13 @@ async fn prices_win(backend: Backend) {
     app.stop().await;
 }
 
+/// The clock hour (UTC) of now, the capacity window made-to-order dishes use.
+fn hour_now() -> i64 {
+    chrono::Utc::now().timestamp().div_euclid(3600)
+}
+
 async fn hourly_cap(backend: Backend) {
+    let started = hour_now();
     let app = TestApp::spawn(backend).await;
     let (_, admin) = app.tenant("acme").await;
     let jwt = app.client_token(&admin).await;
@@ -391,6 +397,10 @@ async fn hourly_cap(backend: Backend) {
     let (s, first) = order(&app, &jwt, &line(2)).await;
     assert_eq!(s, 201, "{first}");
     let (s, e) = order(&app, &jwt, &line(2)).await;
+    if hour_now() != started {
+        eprintln!("the clock hour turned during the test: capacity renewed, nothing left to check");
+        return app.stop().await;
+    }
     assert_eq!(s, 409, "3 per hour, 2 taken: {e}");
     assert_eq!(e["error"]["details"]["items"][0]["available"], 1);
     assert_eq!(order(&app, &jwt, &line(1)).await.0, 201);
