@@ -1,5 +1,6 @@
 //! The catalog in this node's memory: the search snapshot (rebuilt at start from the
-//! database and replaced whenever a menu changes here) and the rendered-menu cache.
+//! database, replaced at once when a menu changes here, and within seconds when one
+//! changes on another node) and the rendered-menu cache.
 //!
 //! A cached menu is keyed by the menu's version in the database and the clock hour
 //! (made-to-order capacity renews hourly). Every menu or stock change bumps that version —
@@ -12,6 +13,11 @@ use lastmile_core::{StoreId, TenantId};
 use lastmile_storage::Db;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often a node checks whether another node changed a menu.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// A rendered menu and what it was rendered from.
 #[derive(Clone)]
@@ -39,6 +45,28 @@ impl Catalog {
         tracing::info!(dishes = snap.dish_count(), "catalog index built");
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
         Ok(())
+    }
+
+    /// Follow menu changes made by other nodes: re-index whenever the database's menus
+    /// signature moves. Changes made here are indexed at once; this catches the rest.
+    pub async fn run_refresher(self, db: Db, shutdown: CancellationToken) {
+        let mut seen = db.menus_signature().await.ok();
+        let mut every = tokio::time::interval(REFRESH_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            match db.menus_signature().await {
+                Ok(now) if Some(now) != seen => match self.load(&db).await {
+                    Ok(()) => seen = Some(now),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "catalog re-index failed"),
+                },
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the menus signature failed"),
+            }
+        }
     }
 
     pub fn snapshot(&self) -> Arc<CatalogSnapshot> {

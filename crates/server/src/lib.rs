@@ -115,6 +115,7 @@ impl App {
             workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));
         }
         workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
+        workers.spawn(state.catalog.clone().run_refresher(state.db.clone(), shutdown.clone()));
         let app = http::router(state.clone());
         let graceful = shutdown.clone();
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

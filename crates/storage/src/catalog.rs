@@ -208,9 +208,9 @@ impl Db {
                 let cuisine = serde_json::to_string(&menu.cuisine).map_err(crate::corrupt)?;
                 let hours = serde_json::to_string(&menu.hours).map_err(crate::corrupt)?;
                 sqlx::query(
-                    "INSERT INTO store_menus (store_id, tenant_id, cuisine_json, hours_json, delivery_radius_m, version, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, 1, $6) ON CONFLICT (store_id) DO UPDATE SET cuisine_json = $3, hours_json = $4, \
-                     delivery_radius_m = $5, version = store_menus.version + 1, updated_at = $6",
+                    "INSERT INTO store_menus (store_id, tenant_id, cuisine_json, hours_json, delivery_radius_m, version, updated_at, menu_changed_at) \
+                     VALUES ($1, $2, $3, $4, $5, 1, $6, $6) ON CONFLICT (store_id) DO UPDATE SET cuisine_json = $3, hours_json = $4, \
+                     delivery_radius_m = $5, version = store_menus.version + 1, updated_at = $6, menu_changed_at = $6",
                 )
                 .bind(s.as_str())
                 .bind(t.as_str())
@@ -294,6 +294,11 @@ impl Db {
                 .execute(&mut *c)
                 .await?;
                 crate::touched(done)?;
+                sqlx::query("UPDATE store_menus SET menu_changed_at = $1 WHERE store_id = $2")
+                    .bind(now)
+                    .bind(s.as_str())
+                    .execute(&mut *c)
+                    .await?;
                 menu_view_in(&mut *c, &t, &s).await
             })
         })
@@ -315,6 +320,17 @@ impl Db {
             .await?
             .ok_or(StorageError::NotFound)?;
         get(&row, "version")
+    }
+
+    /// Changes when any menu is put or patched (not on stock changes): how many menus
+    /// there are and the latest change. A node re-indexes when it moves.
+    pub async fn menus_signature(&self) -> Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(MAX(menu_changed_at), 0) AS BIGINT) AS latest FROM store_menus",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((get(&row, "n")?, get(&row, "latest")?))
     }
 
     /// Every store with a menu, every tenant: what the search index is rebuilt from.

@@ -227,6 +227,22 @@ async fn search(backend: Backend) {
     let (s, e) = app.get_json(&format!("/v1/catalog/search?lat={}&lng={}", HERE.0, HERE.1), &jwt).await;
     assert_eq!((s, e["error"]["details"]["fields"]["q"].is_string()), (422, true), "{e}");
 
+    // A menu written by another node (straight to the database here) reaches this node's
+    // search within seconds.
+    let menu: lastmile_catalog::Menu = serde_json::from_value(json!({"cuisine": ["finnish"], "categories": [
+        {"name": "Mains", "items": [dish("L1", "Lohikeitto", 1490, count(3))]}]}))
+    .unwrap();
+    let store = app.state.db.get_store_for_webhook(&lastmile_core::StoreId(kebab.clone())).await.unwrap();
+    app.state.db.put_menu(&store.tenant_id, &store.id, menu.validate().unwrap()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if !dishes(&find("lohikeito", "").await).is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "another node's menu never reached the index");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // A renamed dish is found under its new name at once, and the index survives a restart.
     let (s, _) = app
         .put_json(

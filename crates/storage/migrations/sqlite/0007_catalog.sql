@@ -10,7 +10,9 @@ CREATE TABLE store_menus (
     delivery_radius_m DOUBLE PRECISION,
     -- Bumped by every change to the menu or its stock: the menu's ETag follows it.
     version BIGINT NOT NULL DEFAULT 1,
-    updated_at BIGINT NOT NULL
+    updated_at BIGINT NOT NULL,
+    -- Set by menu PUTs and PATCHes only (not stock): other nodes re-index when it moves.
+    menu_changed_at BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX store_menus_tenant ON store_menus(tenant_id);
 
