@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::track_choice::router())
         .merge(crate::web::router())
         .merge(routes::order_ops::router())
+        .merge(routes::catalog::router())
         .merge(bench_baseline_router(state.cfg.bench_baseline_routes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -96,6 +97,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         connectors,
         metrics: telemetry::metrics_handle(),
         web: web::WebState::default(),
+        catalog: catalog::Catalog::default(),
     };
     Ok(App { addr, state, listener })
 }
@@ -106,6 +108,7 @@ impl App {
         let App { addr, state, listener } = self;
         tracing::info!(%addr, bus = state.bus.name(), db = if state.db.is_postgres() { "postgres" } else { "sqlite" }, "lastmile listening");
         state.fleet.load(&state.db).await.context("loading drivers into the live index")?;
+        state.catalog.load(&state.db).await.context("building the catalog index")?;
         let mut workers = tokio::task::JoinSet::new();
         workers.spawn(relay::run(state.db.clone(), state.bus.clone(), shutdown.clone()));
         workers.spawn(realtime::run_bus_listener(state.clone(), shutdown.clone()));
@@ -120,6 +123,7 @@ impl App {
             workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));
         }
         workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
+        workers.spawn(state.catalog.clone().run_refresher(state.db.clone(), shutdown.clone()));
         let app = http::router(state.clone());
         let graceful = shutdown.clone();
         let served =

@@ -25,4 +25,6 @@ pub struct AppState {
     pub connectors: ConnectorHub,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub web: crate::web::WebState,
+    /// The menu search index and rendered-menu cache (rebuilt at start from the database).
+    pub catalog: crate::catalog::Catalog,
 }

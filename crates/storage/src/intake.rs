@@ -142,7 +142,7 @@ pub(crate) async fn archive_in(
     Ok(id)
 }
 
-async fn find_in(c: &mut WriteConn, src: &IntakeSource, platform_order_id: &str) -> Result<Option<Order>> {
+pub(crate) async fn find_in(c: &mut WriteConn, src: &IntakeSource, platform_order_id: &str) -> Result<Option<Order>> {
     let row = sqlx::query(&format!(
         "SELECT {ORDER_COLS} FROM orders WHERE tenant_id = $1 AND platform = $2 AND store_id = $3 AND platform_order_id = $4"
     ))
@@ -169,7 +169,7 @@ fn initial_status(n: &NormalizedOrder) -> (OrderStatus, Option<String>) {
     }
 }
 
-async fn insert_order_in(
+pub(crate) async fn insert_order_in(
     c: &mut WriteConn,
     src: &IntakeSource,
     n: &NormalizedOrder,
@@ -694,7 +694,7 @@ impl Db {
     }
 }
 
-async fn complete_idempotency_in(
+pub(crate) async fn complete_idempotency_in(
     c: &mut WriteConn,
     t: &TenantId,
     k: &IdempotencyRef,

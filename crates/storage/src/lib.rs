@@ -13,6 +13,7 @@
 //! the code branches on [`Dialect`].
 
 mod bind;
+mod catalog;
 mod console_feed;
 mod dispatch;
 mod driver_codes;
@@ -32,6 +33,7 @@ mod users;
 mod writer;
 
 pub use bind::OptF64;
+pub use catalog::*;
 pub use console_feed::*;
 pub use dispatch::*;
 pub use drivers::*;

@@ -100,6 +100,9 @@ pub(crate) async fn set_status_in(
     if done.rows_affected() == 0 {
         return Err(StorageError::InvalidTransition { from: order.status.to_string(), to: to.to_string() });
     }
+    if matches!(to, OrderStatus::Cancelled | OrderStatus::Failed) {
+        crate::catalog::release_stock_in(c, order).await?;
+    }
     let kind = if to == OrderStatus::Cancelled { EventKind::OrderCancelled } else { EventKind::OrderStatusChanged };
     insert_event(
         c,

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per feature, each exporting `router()`.
 
 pub mod admin;
+pub mod catalog;
 pub mod console;
 pub mod driver;
 pub mod driver_app;

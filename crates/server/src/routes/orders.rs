@@ -86,13 +86,13 @@ impl<'a> Fields<'a> {
     }
 }
 
-struct NativeOrder {
-    store_id: StoreId,
-    order: NormalizedOrder,
-    ready_at: i64,
+pub(crate) struct NativeOrder {
+    pub(crate) store_id: StoreId,
+    pub(crate) order: NormalizedOrder,
+    pub(crate) ready_at: i64,
 }
 
-fn parse_native(body: &Value) -> Result<NativeOrder, ApiError> {
+pub(crate) fn parse_native(body: &Value) -> Result<NativeOrder, ApiError> {
     if !body.is_object() {
         return Err(ApiError::unprocessable("invalid_body", "the body must be a JSON object"));
     }
@@ -280,6 +280,9 @@ async fn create_order_inner(
 ) -> ApiResult<Response> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    if crate::routes::catalog::is_catalog_order(&value) {
+        return crate::routes::catalog::create_catalog_order(state, auth, &value, idem).await;
+    }
     let native = parse_native(&value)?;
     let store = state.db.get_store(&auth.tenant_id, &native.store_id).await.map_err(|e| match e {
         lastmile_storage::StorageError::NotFound => {

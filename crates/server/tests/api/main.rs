@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod catalog;
 mod edge;
 mod foundation;
 mod web;

@@ -1,0 +1,387 @@
+//! The restaurant catalog over HTTP: menus (admin), the store list, menus with live
+//! availability (ETag / 304), typo-tolerant search, and catalog orders (the branch of
+//! `POST /v1/orders` whose items name dishes by `item_id`).
+
+use crate::auth::{AdminAuth, ClientAuth, TenantAuth};
+use crate::catalog::CachedMenu;
+use crate::error::{ApiError, ApiResult, Json, Path, Query};
+use crate::routes::admin::not_found;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, put};
+use axum::Router;
+use bytes::Bytes;
+use chrono::Utc;
+use lastmile_catalog::{delivery_eta_s, ItemPatch, Menu, SearchQuery, Stock, StoreHit, StoreQuery};
+use lastmile_core::{GeoPoint, Platform, StoreId, TenantId};
+use lastmile_storage::{CatalogOrderOutcome, IdempotencyRef, IntakeResult, IntakeSource, MenuView, StoredItem};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/stores/{id}/menu", put(put_menu))
+        .route("/v1/stores/{id}/menu/items/{item_id}", patch(patch_item))
+        .route("/v1/catalog/stores", get(list_stores))
+        .route("/v1/catalog/stores/{id}/menu", get(get_menu))
+        .route("/v1/catalog/search", get(search))
+}
+
+const DEFAULT_RADIUS_M: f64 = 5_000.0;
+const MAX_RADIUS_M: f64 = 50_000.0;
+const HOUR_MS: i64 = 3_600_000;
+
+fn fields(list: Vec<(String, String)>) -> ApiError {
+    ApiError::validation(list)
+}
+
+fn item_json(s: &StoredItem) -> Value {
+    let it = &s.item;
+    let stock = match it.stock {
+        Stock::Count { quantity } => json!({"kind": "count", "quantity": quantity}),
+        Stock::MadeToOrder { per_hour } => json!({"kind": "made_to_order", "per_hour": per_hour,
+            "remaining_this_hour": (per_hour - s.reserved_this_hour).max(0)}),
+    };
+    json!({"id": s.id, "sku": it.sku, "name": it.name, "description": it.description, "aliases": it.aliases,
+        "tags": it.tags, "price_minor": it.price_minor, "currency": it.currency, "prep_time_s": it.prep_time_s,
+        "photo_url": it.photo_url, "enabled": it.available, "available": s.orderable() > 0, "stock": stock})
+}
+
+fn menu_json(m: &MenuView) -> Value {
+    let mut categories: Vec<(String, Vec<Value>)> = Vec::new();
+    for s in &m.items {
+        match categories.iter_mut().find(|(n, _)| *n == s.category) {
+            Some((_, items)) => items.push(item_json(s)),
+            None => categories.push((s.category.clone(), vec![item_json(s)])),
+        }
+    }
+    let categories: Vec<Value> =
+        categories.into_iter().map(|(name, items)| json!({"name": name, "items": items})).collect();
+    let s = &m.store;
+    json!({"store_id": s.id, "name": s.name, "cuisine": s.cuisine, "hours": s.hours,
+        "delivery_radius_m": s.delivery_radius_m, "version": m.version, "categories": categories})
+}
+
+#[utoipa::path(put, path = "/v1/stores/{id}/menu", tag = "catalog", params(("id" = String, Path)),
+    request_body(content = Object, description = "{cuisine, hours?, delivery_radius_m?, categories: [{name, items}]}"),
+    responses((status = 200, description = "The stored menu, dishes with ids"), (status = 422, description = "validation_failed")),
+    security(("admin_key" = [])))]
+pub async fn put_menu(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let menu: Menu = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
+    let menu = menu.validate().map_err(fields)?;
+    let view = state.db.put_menu(&auth.tenant_id, &StoreId(id), menu).await.map_err(not_found("store"))?;
+    state.catalog.store_changed(&auth.tenant_id, view.store.clone());
+    Ok(Json(menu_json(&view)))
+}
+
+#[utoipa::path(patch, path = "/v1/stores/{id}/menu/items/{item_id}", tag = "catalog",
+    params(("id" = String, Path), ("item_id" = String, Path)),
+    request_body(content = Object, description = "{price_minor?, available?, stock?}"),
+    responses((status = 200, description = "The dish"), (status = 404, description = "No such dish")), security(("admin_key" = [])))]
+pub async fn patch_item(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path((id, item_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let patch: ItemPatch = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
+    patch.validate().map_err(fields)?;
+    let view = state
+        .db
+        .patch_menu_item(&auth.tenant_id, &StoreId(id), &item_id, patch)
+        .await
+        .map_err(not_found("menu item"))?;
+    state.catalog.store_changed(&auth.tenant_id, view.store.clone());
+    let item = view.items.iter().find(|i| i.id == item_id).ok_or_else(|| ApiError::not_found("menu item"))?;
+    Ok(Json(item_json(item)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PlaceParams {
+    lat: Option<String>,
+    lng: Option<String>,
+    radius_m: Option<String>,
+    cuisine: Option<String>,
+    open_now: Option<String>,
+    q: Option<String>,
+    tags: Option<String>,
+    max_price_minor: Option<String>,
+    limit: Option<String>,
+}
+
+impl PlaceParams {
+    /// Where the shopper is and what places qualify; every bad parameter is reported.
+    fn place(&self, tenant: &TenantId, errors: &mut Vec<(String, String)>) -> Option<StoreQuery> {
+        let mut num = |name: &str, v: &Option<String>| -> Option<f64> {
+            let v = v.as_deref()?;
+            let n = v.parse::<f64>().ok().filter(|n| n.is_finite());
+            if n.is_none() {
+                errors.push((name.into(), "must be a number".into()));
+            }
+            n
+        };
+        let (lat, lng, radius) = (num("lat", &self.lat), num("lng", &self.lng), num("radius_m", &self.radius_m));
+        let near = match (lat, lng) {
+            (Some(a), Some(b)) => GeoPoint::new(a, b).map_err(|e| errors.push(("lat".into(), e.to_string()))).ok(),
+            _ => {
+                if self.lat.is_none() || self.lng.is_none() {
+                    errors.push(("lat".into(), "lat and lng are required".into()));
+                }
+                None
+            }
+        };
+        let radius_m = radius.unwrap_or(DEFAULT_RADIUS_M);
+        if !(radius_m > 0.0 && radius_m <= MAX_RADIUS_M) {
+            errors.push(("radius_m".into(), format!("must be above 0 and at most {MAX_RADIUS_M}")));
+        }
+        let open_now = match self.open_now.as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => {
+                errors.push(("open_now".into(), "must be true or false".into()));
+                false
+            }
+        };
+        Some(StoreQuery {
+            tenant_id: tenant.0.clone(),
+            near: near?,
+            radius_m,
+            cuisine: self.cuisine.as_deref().map(|c| c.trim().to_lowercase()).filter(|c| !c.is_empty()),
+            open_now,
+            now: Utc::now(),
+        })
+    }
+
+    fn limit(&self, errors: &mut Vec<(String, String)>) -> usize {
+        match self.limit.as_deref().map(str::parse::<usize>) {
+            None => 20,
+            Some(Ok(n)) if (1..=100).contains(&n) => n,
+            Some(_) => {
+                errors.push(("limit".into(), "must be between 1 and 100".into()));
+                20
+            }
+        }
+    }
+}
+
+fn store_json(state: &AppState, q: &StoreQuery, h: &StoreHit) -> Value {
+    let eta = delivery_eta_s(&state.fleet.eta, &h.store.location, &q.near, h.store.typical_prep_s());
+    json!({"id": h.store.id, "name": h.store.name, "cuisine": h.store.cuisine, "distance_m": h.distance_m.round(),
+        "open_now": h.open_now, "eta_s": eta})
+}
+
+#[utoipa::path(get, path = "/v1/catalog/stores", tag = "catalog",
+    params(("lat" = f64, Query), ("lng" = f64, Query), ("radius_m" = Option<f64>, Query), ("cuisine" = Option<String>, Query), ("open_now" = Option<bool>, Query)),
+    responses((status = 200, description = "{stores: [{id, name, cuisine, distance_m, open_now, eta_s}]}, nearest first")),
+    security(("client_jwt" = []), ("admin_key" = [])))]
+pub async fn list_stores(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Query(p): Query<PlaceParams>,
+) -> ApiResult<Json<Value>> {
+    let mut errors = Vec::new();
+    let place = p.place(&auth.tenant_id, &mut errors);
+    let limit = p.limit(&mut errors);
+    let Some(q) = place.filter(|_| errors.is_empty()) else { return Err(fields(errors)) };
+    let snap = state.catalog.snapshot();
+    let stores: Vec<Value> = snap.nearby(&q).iter().take(limit).map(|h| store_json(&state, &q, h)).collect();
+    Ok(Json(json!({"stores": stores})))
+}
+
+#[utoipa::path(get, path = "/v1/catalog/search", tag = "catalog",
+    params(("q" = String, Query), ("lat" = f64, Query), ("lng" = f64, Query), ("radius_m" = Option<f64>, Query), ("cuisine" = Option<String>, Query),
+        ("tags" = Option<String>, Query, description = "comma-separated; a dish must carry all"), ("max_price_minor" = Option<i64>, Query), ("open_now" = Option<bool>, Query)),
+    responses((status = 200, description = "{stores, dishes}, by relevance then distance")),
+    security(("client_jwt" = []), ("admin_key" = [])))]
+pub async fn search(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Query(p): Query<PlaceParams>,
+) -> ApiResult<Json<Value>> {
+    let mut errors = Vec::new();
+    let place = p.place(&auth.tenant_id, &mut errors);
+    let limit = p.limit(&mut errors);
+    let text = p.q.as_deref().map(str::trim).unwrap_or_default().to_owned();
+    if text.is_empty() || text.chars().count() > 200 {
+        errors.push(("q".into(), "is required (at most 200 characters)".into()));
+    }
+    let max_price_minor = match p.max_price_minor.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(n)) if n >= 0 => Some(n),
+        Some(_) => {
+            errors.push(("max_price_minor".into(), "must be a whole number of minor units".into()));
+            None
+        }
+    };
+    let tags: Vec<String> = p
+        .tags
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let Some(place) = place.filter(|_| errors.is_empty()) else { return Err(fields(errors)) };
+    let q = SearchQuery { text, place, tags, max_price_minor, limit };
+    let snap = state.catalog.snapshot();
+    let hits = snap.search(&q);
+    let stores: Vec<Value> = hits
+        .stores
+        .iter()
+        .map(|h| {
+            let mut v = store_json(&state, &q.place, h);
+            v["score"] = json!(h.score);
+            v
+        })
+        .collect();
+    let dishes: Vec<Value> = hits
+        .dishes
+        .iter()
+        .map(|h| {
+            let d = &h.store.dishes[h.dish];
+            json!({"id": d.id, "store_id": h.store.id, "store_name": h.store.name, "name": d.name,
+                "category": d.category, "tags": d.tags, "price_minor": d.price_minor, "currency": d.currency,
+                "enabled": d.available, "distance_m": h.distance_m.round(),
+                "eta_s": delivery_eta_s(&state.fleet.eta, &h.store.location, &q.place.near, d.prep_time_s),
+                "score": h.score})
+        })
+        .collect();
+    Ok(Json(json!({"stores": stores, "dishes": dishes})))
+}
+
+#[utoipa::path(get, path = "/v1/catalog/stores/{id}/menu", tag = "catalog", params(("id" = String, Path)),
+    responses((status = 200, description = "The menu with live availability; ETag"), (status = 304, description = "Unchanged since If-None-Match"), (status = 404, description = "No menu")),
+    security(("client_jwt" = []), ("admin_key" = [])))]
+pub async fn get_menu(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let store = StoreId(id);
+    let version = state.db.menu_version(&auth.tenant_id, &store).await.map_err(not_found("menu"))?;
+    let hour = lastmile_storage::now_ms().div_euclid(HOUR_MS);
+    let menu = match state.catalog.cached_menu(&auth.tenant_id, &store) {
+        Some(m) if m.version == version && m.hour == hour => m,
+        _ => {
+            let view = state.db.menu_view(&auth.tenant_id, &store).await.map_err(not_found("menu"))?;
+            let m = CachedMenu {
+                version: view.version,
+                hour,
+                etag: format!("\"{}-{}\"", view.version, hour),
+                body: Bytes::from(menu_json(&view).to_string()),
+            };
+            state.catalog.cache_menu(&auth.tenant_id, &store, m.clone());
+            m
+        }
+    };
+    let etag = HeaderValue::from_str(&menu.etag).map_err(ApiError::internal)?;
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == menu.etag || t.trim() == "*"));
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(([(header::ETAG, etag), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], menu.body)
+        .into_response())
+}
+
+/// Whether a `POST /v1/orders` body orders dishes from a catalog (items name `item_id`).
+pub fn is_catalog_order(body: &Value) -> bool {
+    body.get("items").and_then(Value::as_array).is_some_and(|items| items.iter().any(|i| i.get("item_id").is_some()))
+}
+
+/// The catalog branch of `POST /v1/orders`: customer and dropoff are checked exactly as
+/// for native orders; items, prices, totals and readiness come from the catalog.
+pub async fn create_catalog_order(
+    state: &AppState,
+    auth: &ClientAuth,
+    body: &Value,
+    idem: &IdempotencyRef,
+) -> ApiResult<Response> {
+    let mut errors = Vec::new();
+    let mut lines = Vec::new();
+    let mut line_notes = Vec::new();
+    let items = body.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (i, it) in items.iter().enumerate() {
+        let id = it.get("item_id").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+        if id.is_none() {
+            errors.push((format!("items[{i}].item_id"), "is required on every item of a catalog order".into()));
+        }
+        let qty = it.get("quantity").and_then(Value::as_i64);
+        if !qty.is_some_and(|q| (1..=1000).contains(&q)) {
+            errors.push((format!("items[{i}].quantity"), "must be an integer from 1 to 1000".into()));
+        }
+        match it.get("notes") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(n)) if n.chars().count() <= 500 => {
+                if !n.trim().is_empty() {
+                    line_notes.push(format!("item {}: {}", i + 1, n.trim()));
+                }
+            }
+            Some(_) => errors.push((format!("items[{i}].notes"), "must be a string of at most 500 characters".into())),
+        }
+        if let (Some(id), Some(q)) = (id, qty) {
+            lines.push((id.to_owned(), q));
+        }
+    }
+    // The native parser checks customer, dropoff and readiness; the catalog sets the rest.
+    let mut shaped = body.clone();
+    shaped["items"] = json!([{"name": "catalog", "quantity": 1, "unit_price_minor": 0}]);
+    if shaped.get("currency").is_none_or(Value::is_null) {
+        shaped["currency"] = json!("XXX");
+    }
+    let mut native = match crate::routes::orders::parse_native(&shaped) {
+        Ok(n) => n,
+        Err(mut e) if e.code == "validation_failed" && !errors.is_empty() => {
+            if let Some(map) = e.details["fields"].as_object_mut() {
+                map.extend(errors.into_iter().map(|(k, v)| (k, Value::String(v))));
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    if !errors.is_empty() {
+        return Err(fields(errors));
+    }
+    if !line_notes.is_empty() {
+        let all = native.order.notes.iter().cloned().chain(line_notes).collect::<Vec<_>>().join("\n");
+        native.order.notes = Some(all);
+    }
+    let store = state.db.get_store(&auth.tenant_id, &native.store_id).await.map_err(|e| match e {
+        lastmile_storage::StorageError::NotFound => fields(vec![("store_id".into(), "no such store".into())]),
+        other => other.into(),
+    })?;
+    let src =
+        IntakeSource { tenant_id: auth.tenant_id.clone(), store_id: store.id.clone(), platform: Platform::Native };
+    let outcome = state.db.create_catalog_order(src, native.order, lines, native.ready_at, Some(idem.clone())).await?;
+    match outcome {
+        CatalogOrderOutcome::Placed(order, result) => {
+            metrics::counter!("lastmile_orders_ingested_total", "platform" => "native", "result" => result.as_str())
+                .increment(1);
+            let status = if result == IntakeResult::Created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok((status, Json(*order)).into_response())
+        }
+        CatalogOrderOutcome::OutOfStock(short) => {
+            let items: Vec<Value> = short
+                .iter()
+                .map(|s| json!({"item_id": s.item_id, "requested": s.requested, "available": s.available}))
+                .collect();
+            Err(ApiError::conflict("out_of_stock", "some items are not available in the quantity ordered")
+                .with_details(json!({"items": items})))
+        }
+        CatalogOrderOutcome::UnknownItems(idx) => Err(fields(
+            idx.into_iter()
+                .map(|i| (format!("items[{i}].item_id"), "no such item on this store's menu".into()))
+                .collect(),
+        )),
+    }
+}
