@@ -21,10 +21,12 @@ pub enum EventKind {
     /// A message was appended to a driver's inbox (data: driver_id, seq).
     InboxAppended,
     SyncDeadLettered,
+    /// The geocoder could not locate an order's dropoff; it stays `needs_location` (data: order_id, reason).
+    OrderGeocodeFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::OrderCreated,
         EventKind::OrderUpdated,
         EventKind::OrderStatusChanged,
@@ -37,6 +39,7 @@ impl EventKind {
         EventKind::DriverStatusChanged,
         EventKind::InboxAppended,
         EventKind::SyncDeadLettered,
+        EventKind::OrderGeocodeFailed,
     ];
 
     pub fn parse(s: &str) -> Option<EventKind> {
@@ -57,6 +60,7 @@ impl EventKind {
             EventKind::DriverStatusChanged => "driver_status_changed",
             EventKind::InboxAppended => "inbox_appended",
             EventKind::SyncDeadLettered => "sync_dead_lettered",
+            EventKind::OrderGeocodeFailed => "order_geocode_failed",
         }
     }
 

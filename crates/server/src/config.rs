@@ -71,6 +71,7 @@ pub struct Config {
     pub bench_baseline_routes: bool,
     pub dispatch: DispatchConfig,
     pub sync: SyncConfig,
+    pub geocoding: crate::geocoder::GeocodingConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -146,6 +147,7 @@ impl Default for Config {
             bench_baseline_routes: false,
             dispatch: DispatchConfig::default(),
             sync: SyncConfig::default(),
+            geocoding: crate::geocoder::GeocodingConfig::default(),
         }
     }
 }
@@ -255,6 +257,7 @@ impl Config {
         if let Some(k) = &self.secret_key {
             crate::crypto::decode_key(k.expose()).map_err(ConfigError::Invalid)?;
         }
+        self.geocoding.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

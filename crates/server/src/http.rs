@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::driver::router())
         .merge(routes::track::router())
         .merge(routes::ops::router())
+        .merge(routes::geocode::router())
         .merge(bench_baseline_router(state.cfg.bench_baseline_routes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -13,9 +13,11 @@ pub mod config;
 pub mod crypto;
 pub mod dispatcher;
 pub mod error;
+pub mod geocoder;
 pub mod gps;
 pub mod http;
 pub mod limits;
+pub mod nominatim;
 pub mod openapi;
 pub mod realtime;
 pub mod relay;
@@ -80,6 +82,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let connectors = sync_worker::connector_hub(&cfg);
     let hub = realtime::Hub::new();
     let fleet = dispatcher::LiveFleet::new(&cfg);
+    let geocoder = Arc::new(geocoder::Geocoder::from_config(&cfg.geocoding, &db).await?);
     let state = AppState {
         db,
         cfg: Arc::new(cfg),
@@ -91,6 +94,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         limits: Arc::new(limits),
         connectors,
         metrics: telemetry::metrics_handle(),
+        geocoder,
     };
     Ok(App { addr, state, listener })
 }
@@ -112,6 +116,9 @@ impl App {
             workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));
         }
         workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
+        if state.cfg.geocoding.worker_enabled {
+            workers.spawn(geocoder::run(state.clone(), shutdown.clone()));
+        }
         let app = http::router(state.clone());
         let graceful = shutdown.clone();
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

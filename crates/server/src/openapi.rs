@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
         driver::pickup, driver::deliver, driver::fail, driver::poll, driver::sse, driver::ws,
         track::track, track::track_events,
         ops::integrations, ops::list_dead_letters, ops::replay_one, ops::bulk_replay,
+        geocode::geocode,
     ),
     components(schemas(admin::StoreInput, admin::StorePatchInput, admin::PickupInput, admin::ApiInput, admin::CustomHeader, admin::DriverInput, admin::ApiClientInput)),
     modifiers(&Security)

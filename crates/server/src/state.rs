@@ -24,4 +24,6 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub connectors: ConnectorHub,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The address index and/or remote geocoding service (see `geocoder`).
+    pub geocoder: Arc<crate::geocoder::Geocoder>,
 }

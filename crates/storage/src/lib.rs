@@ -14,6 +14,7 @@
 
 mod dispatch;
 mod drivers;
+mod geocode;
 mod intake;
 mod orders;
 mod outbox;
@@ -26,6 +27,7 @@ mod writer;
 
 pub use dispatch::*;
 pub use drivers::*;
+pub use geocode::*;
 pub use intake::*;
 pub use orders::*;
 pub use outbox::*;

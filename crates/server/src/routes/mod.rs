@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod driver;
+pub mod geocode;
 pub mod oauth;
 pub mod ops;
 pub mod orders;
