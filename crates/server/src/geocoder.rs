@@ -149,7 +149,13 @@ impl Geocoder {
                 None
             }
         };
-        let far = hit.map(|h| Geocoded { lat: h.lat, lng: h.lng, confidence: h.confidence, matched: h.matched, source: "service" });
+        let far = hit.map(|h| Geocoded {
+            lat: h.lat,
+            lng: h.lng,
+            confidence: h.confidence,
+            matched: h.matched,
+            source: "service",
+        });
         Ok(match (local, far) {
             (Some(l), Some(f)) => Some(if f.confidence > l.confidence { f } else { l }),
             (l, f) => f.or(l),
@@ -174,8 +180,13 @@ pub async fn load_index(path: PathBuf) -> anyhow::Result<AddressIndex> {
 /// country. `line2` (staircase, flat, door code) is left out: it locates nothing.
 pub fn order_query(order: &Order) -> String {
     let a = &order.dropoff.address;
-    let place = [a.postal_code.trim(), a.city.trim()].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
-    [a.line1.trim(), place.as_str(), a.country.trim()].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(", ")
+    let place =
+        [a.postal_code.trim(), a.city.trim()].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+    [a.line1.trim(), place.as_str(), a.country.trim()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Geocode one order and record the outcome.
@@ -229,7 +240,8 @@ pub async fn geocode_due(state: &AppState) -> anyhow::Result<usize> {
 
 /// Is this event an order arriving without coordinates?
 fn wants_geocoding(kind: EventKind, data: &serde_json::Value) -> bool {
-    kind == EventKind::OrderCreated && data.get("status").and_then(|s| s.as_str()) == Some(OrderStatus::NeedsLocation.as_str())
+    kind == EventKind::OrderCreated
+        && data.get("status").and_then(|s| s.as_str()) == Some(OrderStatus::NeedsLocation.as_str())
 }
 
 /// The worker: geocode due orders on every poll and as soon as one arrives.
@@ -263,11 +275,18 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 
 /// A store's pickup point: the coordinates given, or the address geocoded now (store
 /// set-up is an admin action, not an intake path). Both or neither coordinate.
-pub async fn pickup_point(state: &AppState, lat: Option<f64>, lng: Option<f64>, address: &str) -> Result<(f64, f64), ApiError> {
+pub async fn pickup_point(
+    state: &AppState,
+    lat: Option<f64>,
+    lng: Option<f64>,
+    address: &str,
+) -> Result<(f64, f64), ApiError> {
     let field = |m: String| ApiError::validation(vec![("pickup".into(), m)]);
     match (lat, lng) {
         (Some(lat), Some(lng)) => Ok((lat, lng)),
-        (Some(_), None) | (None, Some(_)) => Err(field("give both lat and lng, or neither and an address to geocode".into())),
+        (Some(_), None) | (None, Some(_)) => {
+            Err(field("give both lat and lng, or neither and an address to geocode".into()))
+        }
         (None, None) => {
             if !state.geocoder.is_configured() {
                 return Err(field("lat and lng are required: no geocoder is configured to locate the address".into()));
@@ -276,7 +295,10 @@ pub async fn pickup_point(state: &AppState, lat: Option<f64>, lng: Option<f64>, 
                 Ok(Some(m)) if m.confidence >= state.geocoder.min_confidence => Ok((m.lat, m.lng)),
                 Ok(Some(m)) => Err(ApiError::validation(vec![(
                     "pickup.address".into(),
-                    format!("the best match \"{}\" has confidence {:.2}, too low; give lat and lng", m.matched, m.confidence),
+                    format!(
+                        "the best match \"{}\" has confidence {:.2}, too low; give lat and lng",
+                        m.matched, m.confidence
+                    ),
                 )])),
                 Ok(None) => Err(ApiError::validation(vec![(
                     "pickup.address".into(),

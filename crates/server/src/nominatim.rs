@@ -72,7 +72,12 @@ impl Place {
     fn hit(&self) -> Option<GeocodeHit> {
         let (lat, lng) = (coordinate(&self.lat)?, coordinate(&self.lon)?);
         lastmile_core::GeoPoint::new(lat, lng).ok()?;
-        Some(GeocodeHit { lat, lng, confidence: self.confidence(), matched: self.display_name.clone().unwrap_or_default() })
+        Some(GeocodeHit {
+            lat,
+            lng,
+            confidence: self.confidence(),
+            matched: self.display_name.clone().unwrap_or_default(),
+        })
     }
 }
 
@@ -83,7 +88,13 @@ fn cache_key(base: &str, q: &str) -> String {
 }
 
 impl Nominatim {
-    pub fn new(url: &str, timeout: Duration, breaker: BreakerConfig, db: Db, cache_ttl: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        breaker: BreakerConfig,
+        db: Db,
+        cache_ttl: Duration,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -116,7 +127,10 @@ impl Nominatim {
         }
         if let Admission::Rejected { retry_in } = self.breaker().admit(tokio::time::Instant::now()) {
             metrics::counter!("lastmile_geocode_remote_total", "outcome" => "breaker_open").increment(1);
-            return Err(Unavailable(format!("the geocoding service's breaker is open; next try in {}s", retry_in.as_secs())));
+            return Err(Unavailable(format!(
+                "the geocoding service's breaker is open; next try in {}s",
+                retry_in.as_secs()
+            )));
         }
         let answer = self.call(q).await;
         let result = match &answer {
@@ -156,8 +170,10 @@ impl Nominatim {
         if !status.is_success() {
             return Err((format!("the geocoding service answered {status}"), false));
         }
-        let places: Vec<Place> =
-            res.json().await.map_err(|e| (format!("the geocoding service's answer is not a result list: {e}"), false))?;
+        let places: Vec<Place> = res
+            .json()
+            .await
+            .map_err(|e| (format!("the geocoding service's answer is not a result list: {e}"), false))?;
         Ok(places.first().and_then(Place::hit))
     }
 }

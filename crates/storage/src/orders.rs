@@ -132,14 +132,16 @@ pub(crate) async fn patch_order_in(
     }
     let now = now_ms();
     if let Some((lat, lng)) = location {
-        sqlx::query("UPDATE orders SET dropoff_lat = $1, dropoff_lng = $2, updated_at = $3 WHERE tenant_id = $4 AND id = $5")
-            .bind(lat)
-            .bind(lng)
-            .bind(now)
-            .bind(t.as_str())
-            .bind(i.as_str())
-            .execute(&mut *c)
-            .await?;
+        sqlx::query(
+            "UPDATE orders SET dropoff_lat = $1, dropoff_lng = $2, updated_at = $3 WHERE tenant_id = $4 AND id = $5",
+        )
+        .bind(lat)
+        .bind(lng)
+        .bind(now)
+        .bind(t.as_str())
+        .bind(i.as_str())
+        .execute(&mut *c)
+        .await?;
         if order.status == OrderStatus::NeedsLocation {
             set_status_in(c, &order, OrderStatus::Received, None, None).await?;
         }

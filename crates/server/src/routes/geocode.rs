@@ -27,7 +27,11 @@ pub struct GeocodeQuery {
     responses((status = 200, description = "{lat, lng, confidence, matched, source}"), (status = 400, description = "Empty or oversized q"),
               (status = 404, description = "address_not_found"), (status = 503, description = "No geocoder configured, or the service is down")),
     security(("admin_key" = [])))]
-pub async fn geocode(State(state): State<AppState>, _auth: AdminAuth, Query(p): Query<GeocodeQuery>) -> ApiResult<Json<Value>> {
+pub async fn geocode(
+    State(state): State<AppState>,
+    _auth: AdminAuth,
+    Query(p): Query<GeocodeQuery>,
+) -> ApiResult<Json<Value>> {
     let q = p.q.as_deref().map(str::trim).unwrap_or_default();
     if q.is_empty() {
         return Err(ApiError::bad_request("invalid_query", "q must be a non-empty address"));
@@ -42,8 +46,10 @@ pub async fn geocode(State(state): State<AppState>, _auth: AdminAuth, Query(p): 
             "set geocoding.osm_pbf or geocoding.url to geocode addresses",
         ));
     }
-    let found = state.geocoder.geocode(q).await.map_err(|e| ApiError::unavailable(format!("geocoding is unavailable: {e}")))?;
-    let m = found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "address_not_found", "no place matches this address"))?;
+    let found =
+        state.geocoder.geocode(q).await.map_err(|e| ApiError::unavailable(format!("geocoding is unavailable: {e}")))?;
+    let m = found
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "address_not_found", "no place matches this address"))?;
     Ok(Json(json!({
         "lat": m.lat, "lng": m.lng, "confidence": m.confidence, "matched": m.matched, "source": m.source,
         "usable": m.confidence >= state.geocoder.min_confidence,
