@@ -309,3 +309,29 @@ pub async fn pickup_point(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked() {
+        assert_eq!(GeocodingConfig::default().validate(), Ok(()));
+        let bad = |f: fn(&mut GeocodingConfig)| {
+            let mut c = GeocodingConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert!(bad(|c| c.min_confidence = 1.5).contains("min_confidence"));
+        assert!(bad(|c| c.url = Some("nominatim.local".into())).contains("geocoding.url"));
+        assert!(bad(|c| c.retry_schedule_s.clear()).contains("retry_schedule_s"));
+    }
+
+    #[test]
+    fn new_order_events_without_coordinates_wake_the_worker() {
+        let data = serde_json::json!({"status": "needs_location"});
+        assert!(wants_geocoding(EventKind::OrderCreated, &data));
+        assert!(!wants_geocoding(EventKind::OrderCreated, &serde_json::json!({"status": "received"})));
+        assert!(!wants_geocoding(EventKind::OrderUpdated, &data));
+    }
+}

@@ -80,6 +80,7 @@ pub async fn run(args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
         "the test set's addresses come from the same extract as the index: it measures how well written \
          addresses are read and matched, not how accurate OpenStreetMap is",
     );
-    report.note("memory is the growth of this process's resident set while the index was built (parse buffers included)");
+    report
+        .note("memory is the growth of this process's resident set while the index was built (parse buffers included)");
     Ok(())
 }
