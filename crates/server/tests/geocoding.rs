@@ -1,7 +1,7 @@
 //! Geocoding end to end, on SQLite and PostgreSQL: a WooCommerce order that carries only a
 //! Helsinki street address is located by the built-in index after its ack and offered to a
 //! driver with no one's help; a garbage address stays `needs_location` with a reason and
-//! an event and is not retried at once; `GET /v1/geocode`; stores located by address; and
+//! an event and is not retried at once, until the store sends a corrected address; `GET /v1/geocode`; stores located by address; and
 //! a Nominatim-API service (a local stand-in) with its cache and circuit breaker.
 //!
 //! Deliveries are signed the way WooCommerce documents it (`X-WC-Webhook-Signature` =
@@ -52,6 +52,12 @@ fn woo_order(id: i64, line1: &str) -> Vec<u8> {
 }
 
 async fn deliver_woo(app: &TestApp, store_id: &str, body: &[u8]) -> String {
+    let answer = deliver_woo_topic(app, store_id, body, "order.created").await;
+    assert_eq!(answer["result"], "created", "{answer}");
+    answer["order_id"].as_str().unwrap().to_owned()
+}
+
+async fn deliver_woo_topic(app: &TestApp, store_id: &str, body: &[u8], topic: &str) -> Value {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body);
     let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -60,9 +66,9 @@ async fn deliver_woo(app: &TestApp, store_id: &str, body: &[u8]) -> String {
         .post(app.url(&format!("/v1/webhooks/woocommerce/{store_id}")))
         .header("Content-Type", "application/json")
         .header("X-WC-Webhook-Source", SITE)
-        .header("X-WC-Webhook-Topic", "order.created")
+        .header("X-WC-Webhook-Topic", topic)
         .header("X-WC-Webhook-Resource", "order")
-        .header("X-WC-Webhook-Event", "created")
+        .header("X-WC-Webhook-Event", topic.trim_start_matches("order."))
         .header("X-WC-Webhook-Signature", signature)
         .header("X-WC-Webhook-Delivery-ID", uuid_key())
         .body(body.to_vec())
@@ -70,9 +76,7 @@ async fn deliver_woo(app: &TestApp, store_id: &str, body: &[u8]) -> String {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let answer: Value = res.json().await.unwrap();
-    assert_eq!(answer["result"], "created", "{answer}");
-    answer["order_id"].as_str().unwrap().to_owned()
+    res.json().await.unwrap()
 }
 
 /// A WooCommerce store whose pickup is given by address only (located by the geocoder).
@@ -154,16 +158,20 @@ async fn a_garbage_address_waits_with_a_reason(backend: Backend) {
     assert_eq!(events.iter().filter(|k| *k == "order_geocode_failed").count(), 1, "{events:?}");
     // Not due again until the retry schedule says so: a pass now finds nothing to do.
     assert_eq!(lastmile_server::geocoder::geocode_due(&app.state).await.unwrap(), 0);
-    // Ops can still locate it by hand.
-    let res = app
-        .http
-        .patch(app.url(&format!("/v1/orders/{id}")))
-        .bearer_auth(&admin)
-        .json(&json!({"dropoff": {"lat": ANNANKATU_31.0, "lng": ANNANKATU_31.1}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    // The store corrects the address: the newer version is geocoded at once.
+    let mut fixed: Value = serde_json::from_slice(&woo_order(9002, "Annankatu 31")).unwrap();
+    fixed["date_modified_gmt"] = json!("2030-01-01T00:00:00");
+    fixed["date_modified"] = json!("2030-01-01T02:00:00");
+    let answer =
+        deliver_woo_topic(&app, store["id"].as_str().unwrap(), &serde_json::to_vec(&fixed).unwrap(), "order.updated")
+            .await;
+    assert_eq!(
+        (answer["result"].as_str(), answer["order_id"].as_str()),
+        (Some("updated"), Some(id.as_str())),
+        "{answer}"
+    );
+    let located = order_until(&app, &admin, &id, |o| o["status"] != "needs_location").await;
+    assert!(metres(&located, ANNANKATU_31) < 50.0, "{located}");
     app.stop().await;
 }
 

@@ -80,13 +80,14 @@ impl Db {
         .await
     }
 
-    /// Orders (of every tenant) waiting in `needs_location` whose next attempt is due,
+    /// Orders (of every tenant) waiting in `needs_location` whose next attempt is due —
+    /// or that changed since it failed (a platform update may bring a better address) —
     /// oldest first. Reads the `needs_location` rows through the status index only.
     pub async fn orders_to_geocode(&self, now: i64, limit: i64) -> Result<Vec<Order>> {
         let rows = sqlx::query(&format!(
             "SELECT {ORDER_COLS} FROM orders WHERE status = $1 AND dropoff_lat IS NULL AND NOT EXISTS \
-             (SELECT 1 FROM geocode_attempts g WHERE g.order_id = orders.id AND g.next_attempt_at > $2) \
-             ORDER BY created_at, id LIMIT $3"
+             (SELECT 1 FROM geocode_attempts g WHERE g.order_id = orders.id AND g.next_attempt_at > $2 \
+             AND g.updated_at >= orders.updated_at) ORDER BY created_at, id LIMIT $3"
         ))
         .bind(OrderStatus::NeedsLocation.as_str())
         .bind(now)
