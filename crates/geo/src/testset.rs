@@ -84,6 +84,20 @@ pub fn score(index: &AddressIndex, cases: &[Case]) -> Vec<StyleScore> {
     scores
 }
 
+/// Look every query up, round after round, for `d` on this thread: lookups per second
+/// and how many lookups found something.
+pub fn lookup_rate(index: &AddressIndex, queries: &[&str], d: std::time::Duration) -> (f64, u64) {
+    let (mut n, mut found) = (0u64, 0u64);
+    let start = std::time::Instant::now();
+    while start.elapsed() < d {
+        for q in queries {
+            found += u64::from(index.lookup(q).is_some());
+            n += 1;
+        }
+    }
+    (n as f64 / start.elapsed().as_secs_f64(), found)
+}
+
 /// A small deterministic hash (FNV-1a), so the generated set is the same on every machine.
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
