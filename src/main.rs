@@ -30,6 +30,11 @@ enum Command {
     },
     /// Print the effective configuration (secrets redacted).
     Config,
+    /// The built-in geocoder's address index.
+    Geocode {
+        #[command(subcommand)]
+        command: GeocodeCommand,
+    },
     #[command(flatten)]
     Sim(lastmile_sim::cli::SimCommand),
 }
@@ -51,6 +56,19 @@ enum AdminCommand {
         /// The password; when unset, one is generated and printed once.
         #[arg(long, env = "LASTMILE_USER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GeocodeCommand {
+    /// Build the address index from an extract (default: `geocoding.osm_pbf`), check it
+    /// and print what it holds; with addresses, geocode them too.
+    Import {
+        /// The `.osm.pbf` extract; overrides `geocoding.osm_pbf`.
+        #[arg(long)]
+        osm_pbf: Option<PathBuf>,
+        /// Addresses to try against the index.
+        addresses: Vec<String>,
     },
 }
 
@@ -132,6 +150,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cfg.to_redacted_toml()?);
             Ok(())
         }
+        Command::Geocode { command: GeocodeCommand::Import { osm_pbf, addresses } } => {
+            let cfg = load()?;
+            let path = osm_pbf.or(cfg.geocoding.osm_pbf).context("give --osm-pbf or set geocoding.osm_pbf")?;
+            geocode_import(path, &addresses).await
+        }
         Command::Sim(cmd) => lastmile_sim::cli::run(cmd).await,
     }
+}
+
+/// `lastmile geocode import`: build the index as the server would, and report on it.
+async fn geocode_import(path: PathBuf, addresses: &[String]) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let index = lastmile_server::geocoder::load_index(path.clone()).await?;
+    let s = index.stats();
+    anyhow::ensure!(s.addresses > 0, "{} holds no addresses (addr:street + addr:housenumber)", path.display());
+    println!("extract                {}", path.display());
+    println!("address points         {}", s.address_points);
+    println!("addresses              {}", s.addresses);
+    println!("streets                {}", s.streets);
+    println!("streets with geometry  {}", s.streets_with_geometry);
+    println!("names and aliases      {}", s.names);
+    println!("typo keys              {}", s.typo_keys);
+    println!("built in               {} ms", started.elapsed().as_millis());
+    for q in addresses {
+        match index.lookup(q) {
+            Some(m) => println!(
+                "{q:?} -> {:.6},{:.6} confidence {:.2} ({}) {:?}",
+                m.point.lat,
+                m.point.lng,
+                m.confidence,
+                m.kind.as_str(),
+                m.matched
+            ),
+            None => println!("{q:?} -> not found"),
+        }
+    }
+    Ok(())
 }

@@ -27,10 +27,12 @@ pub enum EventKind {
     /// A picked-up order whose driver can no longer finish it: flagged for ops (data:
     /// order_id, driver_id, reason).
     OrderNeedsAttention,
+    /// The geocoder could not locate an order's dropoff; it stays `needs_location` (data: order_id, reason).
+    OrderGeocodeFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::OrderCreated,
         EventKind::OrderUpdated,
         EventKind::OrderStatusChanged,
@@ -45,6 +47,7 @@ impl EventKind {
         EventKind::SyncDeadLettered,
         EventKind::OrderUnassigned,
         EventKind::OrderNeedsAttention,
+        EventKind::OrderGeocodeFailed,
     ];
 
     pub fn parse(s: &str) -> Option<EventKind> {
@@ -67,6 +70,7 @@ impl EventKind {
             EventKind::SyncDeadLettered => "sync_dead_lettered",
             EventKind::OrderUnassigned => "order_unassigned",
             EventKind::OrderNeedsAttention => "order_needs_attention",
+            EventKind::OrderGeocodeFailed => "order_geocode_failed",
         }
     }
 

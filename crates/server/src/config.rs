@@ -82,6 +82,7 @@ pub struct Config {
     /// production (server-side request forgery); tests and the demo turn it on for their
     /// platform stand-ins on 127.0.0.1.
     pub allow_private_urls: bool,
+    pub geocoding: crate::geocoder::GeocodingConfig,
 }
 
 /// Limits at the connection edge (see `serve.rs`); answered before any handler runs.
@@ -228,6 +229,7 @@ impl Default for Config {
             public_url: None,
             tracking: TrackingConfig::default(),
             allow_private_urls: false,
+            geocoding: crate::geocoder::GeocodingConfig::default(),
         }
     }
 }
@@ -370,6 +372,7 @@ impl Config {
         if let Some(k) = &self.secret_key {
             crate::crypto::decode_key(k.expose()).map_err(ConfigError::Invalid)?;
         }
+        self.geocoding.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

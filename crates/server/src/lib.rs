@@ -14,9 +14,11 @@ pub mod config;
 pub mod crypto;
 pub mod dispatcher;
 pub mod error;
+pub mod geocoder;
 pub mod gps;
 pub mod http;
 pub mod limits;
+pub mod nominatim;
 pub mod openapi;
 pub mod outbound;
 pub mod realtime;
@@ -85,6 +87,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let connectors = sync_worker::connector_hub(&cfg);
     let hub = realtime::Hub::new();
     let fleet = dispatcher::LiveFleet::new(&cfg);
+    let geocoder = Arc::new(geocoder::Geocoder::from_config(&cfg.geocoding, &db).await?);
     let state = AppState {
         db,
         cfg: Arc::new(cfg),
@@ -98,6 +101,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         metrics: telemetry::metrics_handle(),
         web: web::WebState::default(),
         catalog: catalog::Catalog::default(),
+        geocoder,
     };
     Ok(App { addr, state, listener })
 }
@@ -124,6 +128,9 @@ impl App {
         }
         workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
         workers.spawn(state.catalog.clone().run_refresher(state.db.clone(), shutdown.clone()));
+        if state.cfg.geocoding.worker_enabled {
+            workers.spawn(geocoder::run(state.clone(), shutdown.clone()));
+        }
         let app = http::router(state.clone());
         let graceful = shutdown.clone();
         let served =

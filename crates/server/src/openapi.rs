@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         console::login, console::logout, console::current_session, console::create_user_route, console::list_users, console::disable_user, console::driver_login_code, console::photo, console::order_photos, console::customer_choices, console::stats, events::events, map::config, map::roads, driver_app::login, driver_app::me, driver_app::upload_photo, track_choice::cancel, track_choice::keep_waiting,
         order_ops::assign, order_ops::unassign, order_ops::events,
         catalog::put_menu, catalog::patch_item, catalog::list_stores, catalog::get_menu, catalog::search,
+        geocode::geocode,
     ),
     components(schemas(admin::StoreInput, admin::StorePatchInput, admin::PickupInput, admin::ApiInput, admin::CustomHeader, admin::DriverInput, admin::ApiClientInput)),
     modifiers(&Security)

@@ -27,4 +27,6 @@ pub struct AppState {
     pub web: crate::web::WebState,
     /// The menu search index and rendered-menu cache (rebuilt at start from the database).
     pub catalog: crate::catalog::Catalog,
+    /// The address index and/or remote geocoding service (see `geocoder`).
+    pub geocoder: Arc<crate::geocoder::Geocoder>,
 }

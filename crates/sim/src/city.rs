@@ -58,6 +58,14 @@ pub fn load_graph(map: Option<&std::path::Path>) -> anyhow::Result<RoadGraph> {
     }
 }
 
+/// The map's address index: customers live at its real addresses.
+pub fn load_addresses(map: Option<&std::path::Path>) -> anyhow::Result<lastmile_geo::AddressIndex> {
+    match map {
+        Some(p) => lastmile_geo::AddressIndex::from_pbf_file(p),
+        None => lastmile_geo::AddressIndex::from_pbf_bytes(crate::graph::HELSINKI_PBF),
+    }
+}
+
 /// Create the scenario's stores, drivers and (for native orders) an API client.
 async fn set_up(
     api: &Api,
@@ -124,7 +132,8 @@ pub async fn run_city(
     let graph = load_graph(opts.map.as_deref())?;
     let run_salt = chrono::Utc::now().timestamp_millis() as u64;
     let run_tag = format!("{:x}", run_salt & 0xFF_FFFF_FFFF);
-    let scenario = Arc::new(Scenario::new(cfg, graph, &run_tag)?);
+    let addresses = crate::scenario::dropoff_addresses(&load_addresses(opts.map.as_deref())?);
+    let scenario = Arc::new(Scenario::new(cfg, graph, &run_tag)?.with_addresses(&addresses));
     say(format!(
         "map: {} road nodes, {} directed edges (© OpenStreetMap contributors, ODbL 1.0)",
         scenario.graph.len(),

@@ -105,6 +105,18 @@ impl DemoServer {
     }
 }
 
+/// The extract the demo server geocodes with: `--map`, or the embedded Helsinki one
+/// written into the data folder (the server reads `geocoding.osm_pbf` from a file).
+fn demo_extract(dir: &Path, map: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(m) = map {
+        return Ok(m.to_owned());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("helsinki.osm.pbf");
+    std::fs::write(&path, crate::graph::HELSINKI_PBF).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 fn default_data_dir() -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     std::env::temp_dir().join(format!("lastmile-demo-{stamp}-{}", std::process::id()))
@@ -127,6 +139,7 @@ pub async fn run_demo(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Re
     });
     // A demo's visitor may take a while to open the driver app link.
     cfg.web.login_code_ttl_s = 3600;
+    cfg.geocoding.osm_pbf = Some(demo_extract(&dir, args.map.as_deref())?);
     let server = DemoServer::start(cfg, dir).await?;
     let quiet = args.progress_every == 0;
     if !quiet {

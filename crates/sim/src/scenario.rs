@@ -68,6 +68,11 @@ pub struct CityConfig {
     /// Milliseconds between two GPS fixes of a driver.
     #[arg(long, default_value_t = 1000)]
     pub gps_interval_ms: u64,
+    /// Locate WooCommerce orders (they carry an address, no coordinates) with
+    /// `PATCH /v1/orders/{id}` as an operator would, instead of leaving them to the
+    /// server's geocoder.
+    #[arg(long)]
+    pub locate_by_hand: bool,
 }
 
 impl CityConfig {
@@ -153,6 +158,32 @@ pub struct Scenario {
     pub drivers: Vec<DriverSpec>,
     /// Road nodes near each store, where its customers live.
     dropoff_nodes: Vec<Vec<u32>>,
+    /// Real addresses near each store (from the extract), used instead of road nodes
+    /// when known: orders then carry a street address a geocoder can find.
+    dropoff_addresses: Vec<Vec<DropoffAddress>>,
+}
+
+/// A real address of the extract: what a customer types, and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropoffAddress {
+    pub line1: String,
+    pub postal_code: Option<String>,
+    pub point: GeoPoint,
+}
+
+/// Every address of an extract's address index, as dropoffs.
+pub fn dropoff_addresses(index: &lastmile_geo::AddressIndex) -> Vec<DropoffAddress> {
+    let mut out: Vec<DropoffAddress> = index
+        .addresses()
+        .map(|(street, number, postcode, point)| DropoffAddress {
+            line1: format!("{street} {number}"),
+            postal_code: postcode.map(str::to_owned),
+            point,
+        })
+        .collect();
+    // The index is a hash map: sort so the same seed picks the same addresses.
+    out.sort_by(|a, b| a.line1.cmp(&b.line1));
+    out
 }
 
 const FIRST: [&str; 12] =
@@ -269,7 +300,25 @@ impl Scenario {
                 nodes
             })
             .collect();
-        Ok(Scenario { cfg, graph, stores, drivers, dropoff_nodes })
+        let dropoff_addresses = vec![Vec::new(); stores.len()];
+        Ok(Scenario { cfg, graph, stores, drivers, dropoff_nodes, dropoff_addresses })
+    }
+
+    /// Send customers to these real addresses (those within `--dropoff-radius-m` of their
+    /// store) instead of bare road nodes.
+    pub fn with_addresses(mut self, addresses: &[DropoffAddress]) -> Scenario {
+        self.dropoff_addresses = self
+            .stores
+            .iter()
+            .map(|s| {
+                addresses
+                    .iter()
+                    .filter(|a| (50.0..=self.cfg.dropoff_radius_m).contains(&a.point.distance_m(&s.point)))
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        self
     }
 
     /// When order `n` is sent, counted from the start of the run.
@@ -283,6 +332,8 @@ impl Scenario {
         let store = (n % self.stores.len() as u64) as usize;
         let nodes = &self.dropoff_nodes[store];
         let dropoff = self.graph.point(nodes[rng.gen_range(0..nodes.len())]);
+        let addresses = &self.dropoff_addresses[store];
+        let address = (!addresses.is_empty()).then(|| &addresses[rng.gen_range(0..addresses.len())]);
         let items = (0..rng.gen_range(1..=3))
             .map(|_| {
                 let (name, price) = MENU[rng.gen_range(0..MENU.len())];
@@ -298,11 +349,17 @@ impl Scenario {
         OrderSpec {
             number: n,
             store,
-            dropoff,
+            dropoff: address.map_or(dropoff, |a| a.point),
             first_name: FIRST[rng.gen_range(0..FIRST.len())],
             last_name: LAST[rng.gen_range(0..LAST.len())],
-            street: format!("{} {}", STREETS[rng.gen_range(0..STREETS.len())], rng.gen_range(1..120)),
-            postal_code: format!("00{:03}", rng.gen_range(10..99) * 10),
+            street: match address {
+                Some(a) => a.line1.clone(),
+                None => format!("{} {}", STREETS[rng.gen_range(0..STREETS.len())], rng.gen_range(1..120)),
+            },
+            postal_code: match address {
+                Some(a) => a.postal_code.clone().unwrap_or_else(|| "00100".into()),
+                None => format!("00{:03}", rng.gen_range(10..99) * 10),
+            },
             items,
             prep: Duration::from_secs_f64(prep),
         }

@@ -101,7 +101,7 @@ async fn send_one(f: &Storefront, n: u64) {
         return;
     };
     f.stats.received.fetch_add(1, Relaxed);
-    if store.source == Source::Woocommerce {
+    if store.source == Source::Woocommerce && f.scenario.cfg.locate_by_hand {
         locate(f, &order_id, order.dropoff).await;
     } else {
         f.stats.dispatchable(&order_id);

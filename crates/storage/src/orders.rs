@@ -120,6 +120,51 @@ pub(crate) async fn cancel_in(c: &mut WriteConn, order: &Order, reason: &str) ->
     set_status_in(c, order, OrderStatus::Cancelled, Some(reason), None).await
 }
 
+/// The admin `PATCH /v1/orders/{id}` change (also the geocoder's): coordinates move an
+/// order out of `needs_location`; both write their events in the caller's transaction.
+pub(crate) async fn patch_order_in(
+    c: &mut WriteConn,
+    t: &TenantId,
+    i: &OrderId,
+    location: Option<(f64, f64)>,
+    ready_at: Option<i64>,
+) -> Result<Order> {
+    let order = load_order_in(c, t, i).await?;
+    if order.status.is_terminal() {
+        return Err(StorageError::InvalidTransition { from: order.status.to_string(), to: "updated".into() });
+    }
+    let now = now_ms();
+    if let Some((lat, lng)) = location {
+        sqlx::query(
+            "UPDATE orders SET dropoff_lat = $1, dropoff_lng = $2, updated_at = $3 WHERE tenant_id = $4 AND id = $5",
+        )
+        .bind(lat)
+        .bind(lng)
+        .bind(now)
+        .bind(t.as_str())
+        .bind(i.as_str())
+        .execute(&mut *c)
+        .await?;
+        if order.status == OrderStatus::NeedsLocation {
+            set_status_in(c, &order, OrderStatus::Received, None, None).await?;
+        }
+    }
+    if let Some(r) = ready_at {
+        sqlx::query("UPDATE orders SET ready_at = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+            .bind(r)
+            .bind(now)
+            .bind(t.as_str())
+            .bind(i.as_str())
+            .execute(&mut *c)
+            .await?;
+    }
+    insert_event(c, t, EventKind::OrderUpdated, i.as_str(), serde_json::json!({"order_id": i})).await?;
+    let current = load_order_in(c, t, i).await?;
+    // The driver holding it hears the full current dropoff.
+    crate::timeline::notify_order_updated_in(c, &current).await?;
+    Ok(current)
+}
+
 impl Db {
     pub async fn get_order(&self, tenant: &TenantId, id: &OrderId) -> Result<Order> {
         let row = sqlx::query(&format!("SELECT {ORDER_COLS} FROM orders WHERE tenant_id = $1 AND id = $2"))
@@ -209,42 +254,7 @@ impl Db {
         ready_at: Option<i64>,
     ) -> Result<Order> {
         let (t, i) = (tenant.clone(), id.clone());
-        self.write(move |c| {
-            Box::pin(async move {
-                let order = load_order_in(c, &t, &i).await?;
-                if order.status.is_terminal() {
-                    return Err(StorageError::InvalidTransition { from: order.status.to_string(), to: "updated".into() });
-                }
-                let now = now_ms();
-                if let Some((lat, lng)) = location {
-                    sqlx::query("UPDATE orders SET dropoff_lat = $1, dropoff_lng = $2, updated_at = $3 WHERE tenant_id = $4 AND id = $5")
-                        .bind(lat)
-                        .bind(lng)
-                        .bind(now)
-                        .bind(t.as_str())
-                        .bind(i.as_str())
-                        .execute(&mut *c)
-                        .await?;
-                    if order.status == OrderStatus::NeedsLocation {
-                        set_status_in(c, &order, OrderStatus::Received, None, None).await?;
-                    }
-                }
-                if let Some(r) = ready_at {
-                    sqlx::query("UPDATE orders SET ready_at = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
-                        .bind(r)
-                        .bind(now)
-                        .bind(t.as_str())
-                        .bind(i.as_str())
-                        .execute(&mut *c)
-                        .await?;
-                }
-                insert_event(c, &t, EventKind::OrderUpdated, i.as_str(), serde_json::json!({"order_id": i})).await?;
-                let current = load_order_in(c, &t, &i).await?;
-                crate::timeline::notify_order_updated_in(c, &current).await?;
-                Ok(current)
-            })
-        })
-        .await
+        self.write(move |c| Box::pin(async move { patch_order_in(c, &t, &i, location, ready_at).await })).await
     }
 
     /// Cancellation by the store or ops.

@@ -26,8 +26,9 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PickupInput {
-    pub lat: f64,
-    pub lng: f64,
+    /// Optional when `address` can be geocoded (see `geocoding` in the configuration).
+    pub lat: Option<f64>,
+    pub lng: Option<f64>,
     pub address: String,
 }
 
@@ -77,7 +78,7 @@ pub fn normalize_identity(platform: Platform, id: &str) -> String {
 }
 
 fn check_pickup(p: &PickupInput, fields: &mut Vec<(String, String)>) {
-    if let Err(e) = GeoPoint::new(p.lat, p.lng) {
+    if let Err(e) = GeoPoint::new(p.lat.unwrap_or(0.0), p.lng.unwrap_or(0.0)) {
         fields.push(("pickup".into(), e.to_string()));
     }
     if p.address.trim().is_empty() {
@@ -178,6 +179,8 @@ pub async fn create_store(
     let Some(platform) = platform.filter(|_| fields.is_empty()) else {
         return Err(ApiError::validation(fields));
     };
+    let (pickup_lat, pickup_lng) =
+        crate::geocoder::pickup_point(&state, input.pickup.lat, input.pickup.lng, &input.pickup.address).await?;
     let now = now_ms();
     let record = StoreRecord {
         id: StoreId::generate(),
@@ -188,8 +191,8 @@ pub async fn create_store(
         webhook_secret_enc: state.keys.encrypt(input.webhook_secret.as_bytes()),
         api_base_url: input.api.as_ref().and_then(|a| a.base_url.clone()),
         api_credentials_enc: input.api.as_ref().map(|a| encrypt_api(&state, a)).transpose()?,
-        pickup_lat: input.pickup.lat,
-        pickup_lng: input.pickup.lng,
+        pickup_lat,
+        pickup_lng,
         pickup_address: input.pickup.address,
         tier,
         created_at: now,
@@ -245,13 +248,17 @@ pub async fn patch_store(
     if !fields.is_empty() {
         return Err(ApiError::validation(fields));
     }
+    let pickup = match input.pickup {
+        Some(p) => Some((crate::geocoder::pickup_point(&state, p.lat, p.lng, &p.address).await?, p.address)),
+        None => None,
+    };
     let patch = StorePatch {
         name: input.name,
         platform_store_id: input.platform_store_id.map(|p| normalize_identity(current.platform, &p)),
         webhook_secret_enc: input.webhook_secret.map(|s| state.keys.encrypt(s.as_bytes())),
         api_base_url: input.api.as_ref().and_then(|a| a.base_url.clone()),
         api_credentials_enc: input.api.as_ref().map(|a| encrypt_api(&state, a)).transpose()?,
-        pickup: input.pickup.map(|p| (p.lat, p.lng, p.address)),
+        pickup: pickup.map(|((lat, lng), address)| (lat, lng, address)),
         tier: input.tier,
     };
     let s = state.db.patch_store(&auth.tenant_id, &id, patch).await.map_err(not_found("store"))?;

@@ -6,6 +6,7 @@ pub mod console;
 pub mod driver;
 pub mod driver_app;
 pub mod events;
+pub mod geocode;
 pub mod map;
 pub mod oauth;
 pub mod ops;

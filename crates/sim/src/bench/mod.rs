@@ -5,6 +5,7 @@
 //! Client and server share this machine's cores, and every report says so.
 
 mod connections;
+mod geocode;
 mod ingest;
 mod knn;
 mod load;
@@ -38,6 +39,8 @@ pub enum Scenario {
     Assignment,
     /// A simulated city: order wait and driver idle wait, Optimal vs Greedy, same seed.
     City,
+    /// The built-in geocoder: accuracy per writing style, lookups/s, index build time and memory.
+    Geocode,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -110,6 +113,7 @@ pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result
         Scenario::Knn => knn::run(&args, &mut report, &shutdown).await,
         Scenario::Assignment => quality::assignment(&args, &mut report).await,
         Scenario::City => quality::city(&args, &mut report, &shutdown).await,
+        Scenario::Geocode => geocode::run(&args, &mut report).await,
     };
     if let Err(e) = outcome {
         report.notes.push(format!("the run stopped early: {e:#}"));

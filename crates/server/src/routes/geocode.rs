@@ -1,0 +1,57 @@
+//! `GET /v1/geocode?q=` (admin key): what the configured geocoder makes of an address,
+//! so ops can check one before locating an order by hand.
+
+use crate::auth::AdminAuth;
+use crate::error::{ApiError, ApiResult, Json, Query};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Longer queries are not addresses.
+pub const MAX_QUERY_CHARS: usize = 300;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/geocode", get(geocode))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GeocodeQuery {
+    q: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/geocode", tag = "admin", params(("q" = String, Query, description = "An address as people write it")),
+    responses((status = 200, description = "{lat, lng, confidence, matched, source}"), (status = 400, description = "Empty or oversized q"),
+              (status = 404, description = "address_not_found"), (status = 503, description = "No geocoder configured, or the service is down")),
+    security(("admin_key" = [])))]
+pub async fn geocode(
+    State(state): State<AppState>,
+    _auth: AdminAuth,
+    Query(p): Query<GeocodeQuery>,
+) -> ApiResult<Json<Value>> {
+    let q = p.q.as_deref().map(str::trim).unwrap_or_default();
+    if q.is_empty() {
+        return Err(ApiError::bad_request("invalid_query", "q must be a non-empty address"));
+    }
+    if q.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::bad_request("invalid_query", format!("q must be at most {MAX_QUERY_CHARS} characters")));
+    }
+    if !state.geocoder.is_configured() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "geocoding_not_configured",
+            "set geocoding.osm_pbf or geocoding.url to geocode addresses",
+        ));
+    }
+    let found =
+        state.geocoder.geocode(q).await.map_err(|e| ApiError::unavailable(format!("geocoding is unavailable: {e}")))?;
+    let m = found
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "address_not_found", "no place matches this address"))?;
+    Ok(Json(json!({
+        "lat": m.lat, "lng": m.lng, "confidence": m.confidence, "matched": m.matched, "source": m.source,
+        "usable": m.confidence >= state.geocoder.min_confidence,
+    })))
+}
