@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// `offer-latency` and `city`: the dispatcher's matching tick, ms.
     #[arg(long, default_value_t = 500)]
     pub tick_ms: u64,
+    /// `offer-latency`: the server's gathering window for event-started matching rounds, ms
+    /// (default: the server's own).
+    #[arg(long)]
+    pub gather_ms: Option<u64>,
     /// `offer-latency`: orders per second.
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,
