@@ -11,7 +11,7 @@ use crate::state::AppState;
 use futures::FutureExt;
 use lastmile_bus::Received;
 use lastmile_core::{DriverId, EtaModel, Event, EventKind, GeoPoint, OrderId, TenantId};
-use lastmile_dispatch::{assign, due_orders, CostModel, DriverIndex, DriverSlot, Matcher, OrderSlot};
+use lastmile_dispatch::{assign_live, due_orders_live, CostModel, DriverIndex, DriverSource, Matcher, OrderSlot};
 use lastmile_storage::{to_ms, Db, StallPolicy};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -233,14 +233,32 @@ impl LiveFleet {
             .map(|(id, d)| (d.tenant_id.clone(), id.clone()))
             .collect()
     }
+}
 
-    fn snapshot_tenant(&self, tenant: &TenantId) -> Vec<DriverSlot> {
-        let g = self.lock();
-        g.drivers
-            .iter()
-            .filter(|(id, d)| &d.tenant_id == tenant && d.status == "online" && !g.busy.contains(*id))
-            .filter_map(|(id, d)| Some(DriverSlot { driver_id: id.clone(), location: d.point? }))
-            .collect()
+/// One tenant's live index as the matcher's candidate source. The fleet lock is taken per
+/// nearest-driver query (microseconds) and never across a round, so GPS fixes land between
+/// queries and a round never waits for ingest or holds it up for longer than one query.
+struct TenantFleet<'a> {
+    fleet: &'a LiveFleet,
+    tenant: &'a TenantId,
+}
+
+impl DriverSource for TenantFleet<'_> {
+    fn nearest_located(
+        &self,
+        point: GeoPoint,
+        k: usize,
+        radius_m: f64,
+        keep: &mut dyn FnMut(&DriverId) -> bool,
+    ) -> Vec<(DriverId, GeoPoint)> {
+        let g = self.fleet.lock();
+        g.indexes.get(self.tenant).map(|ix| ix.nearest_located(point, k, radius_m, keep)).unwrap_or_default()
+    }
+}
+
+impl TenantFleet<'_> {
+    fn any_available(&self) -> bool {
+        self.fleet.lock().indexes.get(self.tenant).is_some_and(|ix| ix.available_len() > 0)
     }
 }
 
@@ -397,15 +415,13 @@ pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
     };
     let mut offers = Vec::new();
     for (tenant, orders) in by_tenant {
-        let drivers = state.fleet.snapshot_tenant(&tenant);
-        if drivers.is_empty() {
+        let fleet = TenantFleet { fleet: &state.fleet, tenant: &tenant };
+        if !fleet.any_available() {
             continue;
         }
-        let due: Vec<OrderSlot> = due_orders(&orders, &drivers, None, &model, cfg.lead_s)
-            .into_iter()
-            .map(|d| orders[d.order].clone())
-            .collect();
-        for a in assign(&due, &drivers, None, &model, matcher) {
+        let due: Vec<OrderSlot> =
+            due_orders_live(&orders, &fleet, &model, cfg.lead_s).into_iter().map(|d| orders[d.order].clone()).collect();
+        for a in assign_live(&due, &fleet, &model, matcher) {
             offers.push((tenant.clone(), a.order_id, a.driver_id));
         }
     }
