@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// against the certified lower bound instead of the dense optimum).
     #[arg(long)]
     pub orders: Option<usize>,
+    /// `gps-ws`: also place native orders among the drivers at this rate per second, so
+    /// matching runs over the live index while the fixes flow (the dispatcher is off without it).
+    #[arg(long)]
+    pub matching_orders_per_s: Option<f64>,
     /// `offer-latency`: the server's gathering window for event-started matching rounds, ms
     /// (default: the server's own).
     #[arg(long)]

@@ -41,6 +41,14 @@ fn near_store(i: usize) -> (f64, f64) {
     (STORE.0 + r * a.sin(), STORE.1 + 2.0 * r * a.cos())
 }
 
+/// A native order (ready at once) for `store_id`, delivered to `dropoff`.
+pub(super) fn order_body(store_id: &str, external_id: &str, dropoff: (f64, f64)) -> Value {
+    json!({"store_id": store_id, "external_id": external_id,
+        "customer": {"name": "Aino Virtanen", "phone": "+358401234567", "email": "aino@example.fi"},
+        "dropoff": {"address": {"line1": "Bulevardi 5", "city": "Helsinki", "postal_code": "00120", "country": "FI"}, "lat": dropoff.0, "lng": dropoff.1},
+        "items": [{"sku": "FI-1", "name": "Lohikeitto", "quantity": 1, "unit_price_minor": 1450}], "currency": "EUR"})
+}
+
 async fn driver_loop(
     api: Api,
     token: String,
@@ -131,11 +139,7 @@ pub async fn run(args: &BenchArgs, report: &mut Report, stop: &CancellationToken
             let (api, jwt, store_id, timeline, sent_ok) =
                 (api.clone(), jwt.clone(), store_id.clone(), timeline.clone(), sent_ok.clone());
             async move {
-                let (lat, lng) = near_store(n as usize + 7);
-                let body = json!({"store_id": *store_id, "external_id": format!("offer-bench-{n}"),
-                    "customer": {"name": "Aino Virtanen", "phone": "+358401234567", "email": "aino@example.fi"},
-                    "dropoff": {"address": {"line1": "Bulevardi 5", "city": "Helsinki", "postal_code": "00120", "country": "FI"}, "lat": lat, "lng": lng},
-                    "items": [{"sku": "FI-1", "name": "Lohikeitto", "quantity": 1, "unit_price_minor": 1450}], "currency": "EUR"});
+                let body = order_body(&store_id, &format!("offer-bench-{n}"), near_store(n as usize + 7));
                 let sent = Instant::now();
                 match api.create_order(&jwt, &format!("offer-bench-{n}"), &body).await {
                     Ok(a) if a.status.as_u16() == 201 => {
