@@ -303,6 +303,9 @@ enum Source<'a> {
         position: HashMap<&'a DriverId, usize>,
         index: Cow<'a, DriverIndex>,
     },
+    /// The batch's own drivers through an index built for the call from `drivers` in order,
+    /// with distinct ids: index slot = position = column, so no id is hashed or compared.
+    Own { drivers: &'a [DriverSlot], index: DriverIndex },
     /// Every available driver of a live source; columns are handed out as drivers are found.
     Live { source: &'a dyn DriverSource, columns: RefCell<LiveColumns> },
 }
@@ -315,12 +318,22 @@ struct LiveColumns {
 
 impl<'a> CandidateSearch<'a> {
     pub fn new(drivers: &'a [DriverSlot], index: Option<&'a DriverIndex>, model: &'a CostModel) -> Self {
+        let reach_m = model.reach_m();
+        let index = match index {
+            Some(index) => Cow::Borrowed(index),
+            None => {
+                let index = index_of(drivers);
+                if index.len() == drivers.len() {
+                    return Self { source: Source::Own { drivers, index }, model, reach_m };
+                }
+                Cow::Owned(index)
+            }
+        };
         let mut position: HashMap<&DriverId, usize> = HashMap::with_capacity(drivers.len());
         for (i, d) in drivers.iter().enumerate() {
             position.entry(&d.driver_id).or_insert(i);
         }
-        let index = index.map_or_else(|| Cow::Owned(index_of(drivers)), Cow::Borrowed);
-        Self { source: Source::Batch { drivers, position, index }, model, reach_m: model.reach_m() }
+        Self { source: Source::Batch { drivers, position, index }, model, reach_m }
     }
 
     pub fn live(source: &'a dyn DriverSource, model: &'a CostModel) -> Self {
@@ -330,7 +343,7 @@ impl<'a> CandidateSearch<'a> {
     /// How many columns (drivers) the problem has so far.
     pub fn columns(&self) -> usize {
         match &self.source {
-            Source::Batch { drivers, .. } => drivers.len(),
+            Source::Batch { drivers, .. } | Source::Own { drivers, .. } => drivers.len(),
             Source::Live { columns, .. } => columns.borrow().drivers.len(),
         }
     }
@@ -342,6 +355,16 @@ impl<'a> CandidateSearch<'a> {
                 let eligible = |id: &DriverId| position.contains_key(id) && !order.excluded.contains(id);
                 let found = index.nearest_filtered(order.pickup, k, self.reach_m, eligible);
                 found.into_iter().map(|(id, _)| (position[&id], drivers[position[&id]].location)).collect()
+            }
+            Source::Own { drivers, index } => {
+                let found = if order.excluded.is_empty() {
+                    index.nearest_slots(order.pickup, k, self.reach_m, |_| true)
+                } else {
+                    index.nearest_slots(order.pickup, k, self.reach_m, |slot| {
+                        !order.excluded.contains(&drivers[slot as usize].driver_id)
+                    })
+                };
+                found.into_iter().map(|(slot, _)| (slot as usize, drivers[slot as usize].location)).collect()
             }
             Source::Live { source, columns } => {
                 let found =
@@ -379,7 +402,7 @@ impl<'a> CandidateSearch<'a> {
 
     fn driver_id(&self, column: usize) -> DriverId {
         match &self.source {
-            Source::Batch { drivers, .. } => drivers[column].driver_id.clone(),
+            Source::Batch { drivers, .. } | Source::Own { drivers, .. } => drivers[column].driver_id.clone(),
             Source::Live { columns, .. } => columns.borrow().drivers[column].driver_id.clone(),
         }
     }
