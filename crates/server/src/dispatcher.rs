@@ -396,7 +396,11 @@ pub async fn tick_once(state: &AppState) -> anyhow::Result<usize> {
 pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
     let cfg = &state.cfg.dispatch;
     let now = state.clock.now_ms();
-    let candidates = state.db.dispatch_candidates(5000).await?;
+    let model = cost_model(&state.cfg, state.fleet.eta);
+    // An order ready later than this cannot be due: even with no driver in reach its slack
+    // is at least its time to ready minus `max_pickup_s`.
+    let horizon_ms = ((model.max_pickup_s + cfg.lead_s.max(0.0)) * 1000.0).min(i64::MAX as f64 / 4.0) as i64;
+    let candidates = state.db.dispatch_candidates_ready_by(5000, now.saturating_add(horizon_ms)).await?;
     let mut by_tenant: HashMap<TenantId, Vec<OrderSlot>> = HashMap::new();
     for c in candidates {
         let Ok(pickup) = GeoPoint::new(c.pickup_lat, c.pickup_lng) else { continue };
@@ -408,7 +412,6 @@ pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
             excluded: c.excluded,
         });
     }
-    let model = cost_model(&state.cfg, state.fleet.eta);
     let matcher = match cfg.matcher {
         MatcherKind::Optimal => Matcher::Optimal,
         MatcherKind::Greedy => Matcher::Greedy,

@@ -276,7 +276,39 @@ async fn events_start_rounds(backend: Backend) {
     s.app.stop().await;
 }
 
+/// A round reads only orders that could come due: one scheduled hours ahead stays out of
+/// the candidates the matcher asks for (and of its offers) while one ready now is in them.
+async fn far_future_orders(backend: Backend) {
+    let s = scene(TestApp::spawn(backend).await).await;
+    let mut body = native_body(&s.store_id, DROPOFF.0, DROPOFF.1);
+    body["ready_at"] = json!((chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339());
+    let res = s
+        .app
+        .http
+        .post(s.app.url("/v1/orders"))
+        .bearer_auth(&s.jwt)
+        .header("Idempotency-Key", uuid_key())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let later: Value = res.json().await.unwrap();
+    let now = s.app.native_order(&s.jwt, &s.store_id, DROPOFF.0, DROPOFF.1).await;
+    let db = &s.app.state.db;
+    let ids = |c: Vec<lastmile_storage::DispatchCandidate>| c.into_iter().map(|c| c.order.id.0).collect::<Vec<_>>();
+    let all = ids(db.dispatch_candidates(100).await.unwrap());
+    assert!(
+        all.contains(&later["id"].as_str().unwrap().to_owned())
+            && all.contains(&now["id"].as_str().unwrap().to_owned())
+    );
+    let soon = ids(db.dispatch_candidates_ready_by(100, s.app.state.clock.now_ms() + 3_600_000).await.unwrap());
+    assert_eq!(soon, vec![now["id"].as_str().unwrap().to_owned()]);
+    s.app.stop().await;
+}
+
 on_backends!(
+    far_future_orders_stay_out_of_rounds => far_future_orders,
     end_to_end_offer_accept_pickup_deliver_track => end_to_end,
     cancellation_releases_the_driver_and_tells_them => cancel_releases_and_tells_driver,
     matching_follows_events_not_the_tick => events_start_rounds,
