@@ -154,13 +154,7 @@ pub fn assign(
     matcher: Matcher,
 ) -> Vec<Assignment> {
     let search = CandidateSearch::new(drivers, index, model);
-    let k = model.candidates_per_order.max(1);
-    let candidates: Vec<Candidates> = orders.iter().map(|o| search.around(o, k)).collect();
-    let chosen = match matcher {
-        Matcher::Optimal => optimal(orders, &search, candidates, k).0,
-        Matcher::Greedy => greedy(orders, &search, candidates, k),
-    };
-    search.assignments(orders, chosen)
+    run(orders, &search, model, matcher)
 }
 
 /// [`assign`] over every available driver of a live index (`source`), read query by query:
@@ -174,11 +168,16 @@ pub fn assign_live(
     matcher: Matcher,
 ) -> Vec<Assignment> {
     let search = CandidateSearch::live(source, model);
+    run(orders, &search, model, matcher)
+}
+
+/// Search each order's k nearest, then match.
+fn run(orders: &[OrderSlot], search: &CandidateSearch, model: &CostModel, matcher: Matcher) -> Vec<Assignment> {
     let k = model.candidates_per_order.max(1);
     let candidates: Vec<Candidates> = orders.iter().map(|o| search.around(o, k)).collect();
     let chosen = match matcher {
-        Matcher::Optimal => optimal(orders, &search, candidates, k).0,
-        Matcher::Greedy => greedy(orders, &search, candidates, k),
+        Matcher::Optimal => optimal(orders, search, candidates, k).0,
+        Matcher::Greedy => greedy(orders, search, candidates, k),
     };
     search.assignments(orders, chosen)
 }
