@@ -7,6 +7,7 @@ use crate::DriverIndex;
 use lastmile_core::{DriverId, EtaModel, GeoPoint, OrderId};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 /// An order waiting for a driver in this batch.
@@ -153,25 +154,119 @@ pub fn assign(
     matcher: Matcher,
 ) -> Vec<Assignment> {
     let search = CandidateSearch::new(drivers, index, model);
+    run(orders, &search, model, matcher)
+}
+
+/// [`assign`] over every available driver of a live index (`source`), read query by query:
+/// no snapshot of the fleet and no index built for the call, so a round costs what its
+/// orders' neighbourhoods hold, not the size of the fleet. Drivers are priced where the
+/// source has them when their order's candidates are searched.
+pub fn assign_live(
+    orders: &[OrderSlot],
+    source: &dyn DriverSource,
+    model: &CostModel,
+    matcher: Matcher,
+) -> Vec<Assignment> {
+    let search = CandidateSearch::live(source, model);
+    run(orders, &search, model, matcher)
+}
+
+/// Search each order's k nearest, then match.
+fn run(orders: &[OrderSlot], search: &CandidateSearch, model: &CostModel, matcher: Matcher) -> Vec<Assignment> {
     let k = model.candidates_per_order.max(1);
     let candidates: Vec<Candidates> = orders.iter().map(|o| search.around(o, k)).collect();
     let chosen = match matcher {
-        Matcher::Optimal => optimal(orders, &search, candidates, k),
-        Matcher::Greedy => greedy(orders, &search, candidates, k),
+        Matcher::Optimal => optimal(orders, search, candidates, k).0,
+        Matcher::Greedy => greedy(orders, search, candidates, k),
     };
-    chosen
-        .into_iter()
-        .zip(orders)
-        .filter_map(|(edge, order)| {
-            let edge = edge?;
-            Some(Assignment {
-                order_id: order.order_id.clone(),
-                driver_id: drivers[edge.driver].driver_id.clone(),
-                pickup_eta_s: edge.eta_s,
-                cost: edge.cost,
+    search.assignments(orders, chosen)
+}
+
+/// Where candidate drivers come from: the nearest available drivers to a point, with
+/// where each one is. [`DriverIndex`] is one; a server's live fleet (an index behind a
+/// lock, taken per query) is another.
+pub trait DriverSource {
+    /// Up to `k` available drivers nearest to `point` within `radius_m` (nearest first,
+    /// ties by id) for which `keep` is true, each with its position.
+    fn nearest_located(
+        &self,
+        point: GeoPoint,
+        k: usize,
+        radius_m: f64,
+        keep: &mut dyn FnMut(&DriverId) -> bool,
+    ) -> Vec<(DriverId, GeoPoint)>;
+}
+
+impl DriverSource for DriverIndex {
+    fn nearest_located(
+        &self,
+        point: GeoPoint,
+        k: usize,
+        radius_m: f64,
+        keep: &mut dyn FnMut(&DriverId) -> bool,
+    ) -> Vec<(DriverId, GeoPoint)> {
+        self.nearest_filtered(point, k, radius_m, keep)
+            .into_iter()
+            .filter_map(|(id, _)| {
+                let at = self.location(&id)?;
+                Some((id, at))
             })
-        })
-        .collect()
+            .collect()
+    }
+}
+
+/// `Matcher::Optimal`'s answer together with a lower bound on the optimum over *all*
+/// (order, driver) pairs, which proves how far from optimal the answer can be.
+#[derive(Debug, Clone)]
+pub struct CertifiedAssignment {
+    pub assignments: Vec<Assignment>,
+    /// [`batch_cost`] of `assignments`.
+    pub cost: f64,
+    /// No assignment of these orders to these drivers (one order per driver, every pair
+    /// within `max_pickup_s` and not excluded allowed, an order left out at
+    /// [`CostModel::unassigned_cost`]) costs less than this: the dual objective of the
+    /// assignment LP at dual prices checked feasible for every pair, including the pairs
+    /// the sparse solve never priced. `cost − lower_bound` bounds
+    /// the gap to the true optimum.
+    pub lower_bound: f64,
+    /// Orders whose candidate list could not be proved wide enough (their price was capped
+    /// for the bound); 0 means the answer is optimal up to float rounding.
+    pub unsettled: usize,
+    /// How many times candidate lists were widened.
+    pub widenings: usize,
+}
+
+impl CertifiedAssignment {
+    /// `(cost − lower_bound) / lower_bound`, in percent.
+    pub fn gap_pct(&self) -> f64 {
+        if self.lower_bound > 0.0 {
+            (self.cost - self.lower_bound).max(0.0) / self.lower_bound * 100.0
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Run `Matcher::Optimal` and certify it; see [`CertifiedAssignment`].
+pub fn assign_certified(
+    orders: &[OrderSlot],
+    drivers: &[DriverSlot],
+    index: Option<&DriverIndex>,
+    model: &CostModel,
+) -> CertifiedAssignment {
+    let search = CandidateSearch::new(drivers, index, model);
+    let k = model.candidates_per_order.max(1);
+    let candidates: Vec<Candidates> = orders.iter().map(|o| search.around(o, k)).collect();
+    let (chosen, certificate) = optimal(orders, &search, candidates, k);
+    let assignments = search.assignments(orders, chosen);
+    let cost = batch_cost(orders, &assignments, model);
+    CertifiedAssignment {
+        assignments,
+        cost,
+        lower_bound: certificate.lower_bound,
+        unsettled: certificate.unsettled,
+        widenings: certificate.widenings,
+    }
 }
 
 /// What a batch's outcome costs: its assignments plus [`CostModel::unassigned_cost`] for
@@ -191,43 +286,141 @@ pub(crate) struct Candidates {
     pub frontier_eta_s: Option<f64>,
 }
 
-/// Finds and prices candidate drivers for orders of one batch.
+/// Finds and prices candidate drivers for orders of one batch. The drivers it finds are
+/// the columns of the assignment problem, numbered as they are first found.
 pub(crate) struct CandidateSearch<'a> {
-    drivers: &'a [DriverSlot],
-    /// Driver id → position in `drivers` (the first, if an id repeats).
-    position: HashMap<&'a DriverId, usize>,
-    index: Cow<'a, DriverIndex>,
+    source: Source<'a>,
     model: &'a CostModel,
     reach_m: f64,
 }
 
+enum Source<'a> {
+    /// The batch's own drivers; a driver's column is its position in `drivers`.
+    Batch {
+        drivers: &'a [DriverSlot],
+        /// Driver id → position in `drivers` (the first, if an id repeats).
+        position: HashMap<&'a DriverId, usize>,
+        index: Cow<'a, DriverIndex>,
+    },
+    /// The batch's own drivers through an index built for the call from `drivers` in order,
+    /// with distinct ids: index slot = position = column, so no id is hashed or compared.
+    Own { drivers: &'a [DriverSlot], index: DriverIndex },
+    /// Every available driver of a live source; columns are handed out as drivers are found.
+    Live { source: &'a dyn DriverSource, columns: RefCell<LiveColumns> },
+}
+
+#[derive(Default)]
+struct LiveColumns {
+    drivers: Vec<DriverSlot>,
+    column_of: HashMap<DriverId, usize>,
+}
+
 impl<'a> CandidateSearch<'a> {
     pub fn new(drivers: &'a [DriverSlot], index: Option<&'a DriverIndex>, model: &'a CostModel) -> Self {
+        let reach_m = model.reach_m();
+        let index = match index {
+            Some(index) => Cow::Borrowed(index),
+            None => {
+                let index = index_of(drivers);
+                if index.len() == drivers.len() {
+                    return Self { source: Source::Own { drivers, index }, model, reach_m };
+                }
+                Cow::Owned(index)
+            }
+        };
         let mut position: HashMap<&DriverId, usize> = HashMap::with_capacity(drivers.len());
         for (i, d) in drivers.iter().enumerate() {
             position.entry(&d.driver_id).or_insert(i);
         }
-        let index = index.map_or_else(|| Cow::Owned(index_of(drivers)), Cow::Borrowed);
-        Self { drivers, position, index, model, reach_m: model.reach_m() }
+        Self { source: Source::Batch { drivers, position, index }, model, reach_m }
+    }
+
+    pub fn live(source: &'a dyn DriverSource, model: &'a CostModel) -> Self {
+        Self { source: Source::Live { source, columns: RefCell::default() }, model, reach_m: model.reach_m() }
+    }
+
+    /// How many columns (drivers) the problem has so far.
+    pub fn columns(&self) -> usize {
+        match &self.source {
+            Source::Batch { drivers, .. } | Source::Own { drivers, .. } => drivers.len(),
+            Source::Live { columns, .. } => columns.borrow().drivers.len(),
+        }
+    }
+
+    /// The k nearest eligible drivers of `order`, each with its column and position.
+    fn found(&self, order: &OrderSlot, k: usize) -> Vec<(usize, GeoPoint)> {
+        match &self.source {
+            Source::Batch { drivers, position, index } => {
+                let eligible = |id: &DriverId| position.contains_key(id) && !order.excluded.contains(id);
+                let found = index.nearest_filtered(order.pickup, k, self.reach_m, eligible);
+                found.into_iter().map(|(id, _)| (position[&id], drivers[position[&id]].location)).collect()
+            }
+            Source::Own { drivers, index } => {
+                let found = if order.excluded.is_empty() {
+                    index.nearest_slots(order.pickup, k, self.reach_m, |_| true)
+                } else {
+                    index.nearest_slots(order.pickup, k, self.reach_m, |slot| {
+                        !order.excluded.contains(&drivers[slot as usize].driver_id)
+                    })
+                };
+                found.into_iter().map(|(slot, _)| (slot as usize, drivers[slot as usize].location)).collect()
+            }
+            Source::Live { source, columns } => {
+                let found =
+                    source.nearest_located(order.pickup, k, self.reach_m, &mut |id| !order.excluded.contains(id));
+                let mut columns = columns.borrow_mut();
+                let columns = &mut *columns;
+                found
+                    .into_iter()
+                    .map(|(id, at)| {
+                        let column = *columns.column_of.entry(id.clone()).or_insert_with(|| {
+                            columns.drivers.push(DriverSlot { driver_id: id, location: at });
+                            columns.drivers.len() - 1
+                        });
+                        (column, at)
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// The `k` nearest eligible drivers of `order`, priced; infeasible pairs dropped.
     pub fn around(&self, order: &OrderSlot, k: usize) -> Candidates {
-        let eligible = |id: &DriverId| self.position.contains_key(id) && !order.excluded.contains(id);
-        let found = self.index.nearest_filtered(order.pickup, k, self.reach_m, eligible);
-        let frontier_eta_s = found
-            .last()
-            .filter(|_| found.len() == k)
-            .map(|(id, _)| self.model.eta.travel_s(&self.drivers[self.position[id]].location, &order.pickup));
+        let found = self.found(order, k);
+        let frontier_eta_s =
+            found.last().filter(|_| found.len() == k).map(|(_, at)| self.model.eta.travel_s(at, &order.pickup));
         let edges = found
             .into_iter()
-            .filter_map(|(id, _)| {
-                let driver = self.position[&id];
-                let (eta_s, cost) = self.model.price(order, &self.drivers[driver].location)?;
+            .filter_map(|(driver, at)| {
+                let (eta_s, cost) = self.model.price(order, &at)?;
                 Some(Edge { driver, eta_s, cost })
             })
             .collect();
         Candidates { edges, frontier_eta_s }
+    }
+
+    fn driver_id(&self, column: usize) -> DriverId {
+        match &self.source {
+            Source::Batch { drivers, .. } | Source::Own { drivers, .. } => drivers[column].driver_id.clone(),
+            Source::Live { columns, .. } => columns.borrow().drivers[column].driver_id.clone(),
+        }
+    }
+
+    /// The chosen edge of each order as assignments, in the order of `orders`.
+    fn assignments(&self, orders: &[OrderSlot], chosen: Vec<Option<Edge>>) -> Vec<Assignment> {
+        chosen
+            .into_iter()
+            .zip(orders)
+            .filter_map(|(edge, order)| {
+                let edge = edge?;
+                Some(Assignment {
+                    order_id: order.order_id.clone(),
+                    driver_id: self.driver_id(edge.driver),
+                    pickup_eta_s: edge.eta_s,
+                    cost: edge.cost,
+                })
+            })
+            .collect()
     }
 }
 
@@ -240,37 +433,58 @@ fn index_of(drivers: &[DriverSlot]) -> DriverIndex {
     index
 }
 
+/// How `optimal` proved its answer.
+struct Certificate {
+    lower_bound: f64,
+    unsettled: usize,
+    widenings: usize,
+}
+
+/// The least any driver beyond order `i`'s candidate list can cost it, when the list was
+/// cut at k (infinite when it holds every eligible driver in reach). The list holds the k
+/// nearest eligible drivers by great-circle distance and cost can only fall with distance
+/// as [`CostModel::cheapest_from`] allows, so no left-out driver costs less. The factor
+/// covers float rounding between the index's chord distances and the ETA's.
+fn left_out_floor(model: &CostModel, order: &OrderSlot, c: &Candidates) -> f64 {
+    c.frontier_eta_s.map_or(f64::INFINITY, |eta_s| {
+        let floor = model.cheapest_from(order, eta_s);
+        floor - 1e-9 * floor.abs().max(1.0)
+    })
+}
+
 fn optimal(
     orders: &[OrderSlot],
     search: &CandidateSearch,
     mut candidates: Vec<Candidates>,
     k: usize,
-) -> Vec<Option<Edge>> {
+) -> (Vec<Option<Edge>>, Certificate) {
     let model = search.model;
     let mut k_of = vec![k; orders.len()];
     let mut round = 0;
     loop {
-        let mut problem = SparseProblem::new(search.drivers.len());
+        let mut problem = SparseProblem::new(search.columns());
         for (order, c) in orders.iter().zip(&candidates) {
             problem.push_row(c.edges.iter().map(|e| (e.driver, e.cost)), model.unassigned_cost(order));
         }
         let solution = problem.solve();
         // An order is settled when no driver beyond its frontier could cost less than its price.
+        let floors: Vec<f64> = orders.iter().zip(&candidates).map(|(o, c)| left_out_floor(model, o, c)).collect();
         let unsettled: Vec<usize> = (0..orders.len())
-            .filter(|&i| {
-                candidates[i].frontier_eta_s.is_some_and(|eta_s| {
-                    let floor = model.cheapest_from(&orders[i], eta_s);
-                    solution.row_potential[i] > floor + 1e-9 * floor.abs().max(1.0)
-                })
-            })
+            .filter(|&i| solution.row_potential[i] > floors[i] + 2e-9 * floors[i].abs().max(1.0))
             .collect();
         if unsettled.is_empty() || round == MAX_WIDENINGS {
-            return solution
+            let certificate = Certificate {
+                lower_bound: problem.dual_bound(&solution, |i| floors[i]),
+                unsettled: unsettled.len(),
+                widenings: round,
+            };
+            let chosen = solution
                 .col_of
                 .into_iter()
                 .zip(&candidates)
                 .map(|(driver, c)| driver.and_then(|d| c.edges.iter().find(|e| e.driver == d).copied()))
                 .collect();
+            return (chosen, certificate);
         }
         round += 1;
         for i in unsettled {
@@ -290,7 +504,7 @@ fn greedy(
     k: usize,
 ) -> Vec<Option<Edge>> {
     let mut chosen = vec![None; orders.len()];
-    let mut taken = vec![false; search.drivers.len()];
+    let mut taken = vec![false; search.columns()];
     let mut open: Vec<usize> = (0..orders.len()).collect();
     let mut k = k;
     for round in 0..=MAX_WIDENINGS {
@@ -310,6 +524,7 @@ fn greedy(
         k = k.saturating_mul(2);
         for &o in &open {
             candidates[o] = search.around(&orders[o], k);
+            taken.resize(search.columns(), false);
             candidates[o].edges.retain(|e| !taken[e.driver]);
         }
     }

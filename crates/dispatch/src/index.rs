@@ -157,6 +157,21 @@ impl DriverIndex {
         self.search(point, k, radius_m, |slot| keep(&self.tracked_slot(slot).id))
     }
 
+    /// Like [`nearest_filtered`](Self::nearest_filtered), by slot: for an index filled in
+    /// one go by its owner, where the i-th driver upserted holds slot i, so the caller can
+    /// skip ids (hashing and a cache miss each) altogether. Nearest first, ties by slot.
+    pub(crate) fn nearest_slots(
+        &self,
+        point: GeoPoint,
+        k: usize,
+        radius_m: f64,
+        keep_slot: impl FnMut(u32) -> bool,
+    ) -> Vec<(u32, f64)> {
+        let mut best = self.best(point, k, radius_m, keep_slot);
+        best.sort_unstable();
+        best.into_iter().map(|c| (c.slot, metres_of_chord2(c.c2))).collect()
+    }
+
     /// The search behind both `nearest`s. `keep_slot` works on slots so that an unfiltered
     /// search never reads driver records (a cache miss each) while it scans.
     fn search(
@@ -164,8 +179,13 @@ impl DriverIndex {
         point: GeoPoint,
         k: usize,
         radius_m: f64,
-        mut keep_slot: impl FnMut(u32) -> bool,
+        keep_slot: impl FnMut(u32) -> bool,
     ) -> Vec<(DriverId, f64)> {
+        self.answer(self.best(point, k, radius_m, keep_slot))
+    }
+
+    /// The best `k` slots within `radius_m` for which `keep_slot` holds, unordered.
+    fn best(&self, point: GeoPoint, k: usize, radius_m: f64, mut keep_slot: impl FnMut(u32) -> bool) -> Vec<Candidate> {
         if k == 0 || radius_m.is_nan() || radius_m < 0.0 || self.cells.is_empty() {
             return Vec::new();
         }
@@ -204,7 +224,7 @@ impl DriverIndex {
                 None => (reach * 2.0).min(radius_m),
             };
         }
-        self.answer(top.into_best())
+        top.into_best()
     }
 
     /// Where to look first: the radius expected to hold `k` drivers at the density of the

@@ -13,8 +13,11 @@ mod matching;
 mod quality;
 mod readiness;
 
-pub use assign::{assign, batch_cost, Assignment, CostModel, DriverSlot, Matcher, OrderSlot};
+pub use assign::{
+    assign, assign_certified, assign_live, batch_cost, Assignment, CertifiedAssignment, CostModel, DriverSlot,
+    DriverSource, Matcher, OrderSlot,
+};
 pub use index::{DriverIndex, DEFAULT_CELL_M};
 pub use matching::hungarian;
-pub use quality::{quality_report, random_city, QualityReport, Scenario};
-pub use readiness::{dispatch_slack_s, due_orders, should_offer_now, DueOrder};
+pub use quality::{quality_report, random_city, scale_report, QualityReport, ScaleReport, Scenario};
+pub use readiness::{dispatch_slack_s, due_orders, due_orders_live, should_offer_now, DueOrder};

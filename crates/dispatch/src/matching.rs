@@ -177,7 +177,31 @@ impl SparseProblem {
             search.reset();
         }
         let col_of = col_of.into_iter().map(|j| (j < self.cols).then_some(j)).collect();
-        SparseSolution { col_of, row_potential: u }
+        SparseSolution { col_of, row_potential: u, col_potential: v }
+    }
+
+    /// A certified lower bound on the optimum of the *full* problem whose edges this problem
+    /// holds a subset of: the LP dual objective `Σ u + Σ v` at potentials made feasible.
+    ///
+    /// The full problem is: each row takes one of its columns (or its own "unassigned"
+    /// column at its price), each column at most once. Its LP relaxation has integral optima,
+    /// and any `u` (free) and `v ≤ 0` with `u[i] + v[j] ≤ cost(i, j)` for every edge of the
+    /// full problem gives `Σ u + Σ v ≤` its optimum (weak duality). `row_cap[i]` must be a
+    /// lower bound on the cost of every edge of row `i` that this problem lacks (infinite
+    /// when it lacks none); since `v ≤ 0`, `u[i] ≤ row_cap[i]` makes all those edges
+    /// feasible. Each row's potential is lowered to its cap and to the least slack over its
+    /// own edges (float rounding in the solve can leave a slack of −1e-12), so the bound
+    /// holds whatever the solver's state.
+    pub fn dual_bound(&self, solution: &SparseSolution, row_cap: impl Fn(usize) -> f64) -> f64 {
+        let v = &solution.col_potential;
+        debug_assert!(v.iter().all(|&x| x <= 0.0));
+        let rows: f64 = (0..self.rows())
+            .map(|i| {
+                let own = self.edges_of(i).map(|(j, cost)| cost - v[j].min(0.0)).fold(f64::INFINITY, f64::min);
+                solution.row_potential[i].min(own).min(row_cap(i))
+            })
+            .sum();
+        rows + v.iter().map(|x| x.min(0.0)).sum::<f64>()
     }
 }
 
@@ -190,6 +214,8 @@ pub(crate) struct SparseSolution {
     /// problem could only have improved the solution if it cost less than its row's price:
     /// with every left-out edge at least that dear, the solution is optimal over all edges.
     pub row_potential: Vec<f64>,
+    /// Dual price of each column (drivers, then each row's "unassigned" column); never positive.
+    pub col_potential: Vec<f64>,
 }
 
 /// Scratch state of one Dijkstra search, reset between searches by what it touched only.
@@ -312,6 +338,39 @@ mod tests {
             prop_assert_eq!(distinct.len(), rows);
             let best = brute_force(&cost, 0, &mut vec![false; cols]);
             prop_assert!((total(&cost, &col_of) - best).abs() < 1e-9, "{} vs {}", total(&cost, &col_of), best);
+        }
+
+        /// The sparse problem holds a random subset of a full problem's edges; each row's cap
+        /// is the least cost among its left-out edges. The dual bound never exceeds the full
+        /// optimum, and meets it when every row's price is within its cap.
+        #[test]
+        fn dual_bound_is_a_lower_bound_on_the_full_problem(
+            rows in 1usize..6,
+            cols in 1usize..6,
+            costs in prop::collection::vec(0.0f64..100.0, 36),
+            kept in prop::collection::vec(prop::bool::weighted(0.5), 36),
+            unassigned in prop::collection::vec(10.0f64..200.0, 6),
+        ) {
+            let mut sparse = SparseProblem::new(cols);
+            let mut dense = vec![vec![f64::INFINITY; cols + rows]; rows];
+            let mut caps = vec![f64::INFINITY; rows];
+            for r in 0..rows {
+                let mut edges = Vec::new();
+                for c in 0..cols {
+                    let x = costs[r * 6 + c];
+                    dense[r][c] = x;
+                    if kept[r * 6 + c] { edges.push((c, x)) } else { caps[r] = caps[r].min(x) }
+                }
+                dense[r][cols..].fill(unassigned[r]);
+                sparse.push_row(edges, unassigned[r]);
+            }
+            let solution = sparse.solve();
+            let bound = sparse.dual_bound(&solution, |i| caps[i]);
+            let best = brute_force(&dense, 0, &mut vec![false; cols + rows]);
+            prop_assert!(bound <= best + 1e-9, "bound {} above the optimum {}", bound, best);
+            if (0..rows).all(|i| solution.row_potential[i] <= caps[i]) {
+                prop_assert!((bound - best).abs() < 1e-6, "settled, yet bound {} vs optimum {}", bound, best);
+            }
         }
 
         #[test]

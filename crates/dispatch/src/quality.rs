@@ -2,7 +2,7 @@
 //! `lastmile bench assignment` and the benchmarks. The only place in this crate that reads
 //! the clock (to time the solvers).
 
-use crate::assign::{assign, batch_cost, Assignment, CostModel, DriverSlot, Matcher, OrderSlot};
+use crate::assign::{assign, assign_certified, batch_cost, Assignment, CostModel, DriverSlot, Matcher, OrderSlot};
 use crate::hungarian;
 use lastmile_core::geo::EARTH_RADIUS_M;
 use lastmile_core::GeoPoint;
@@ -119,6 +119,65 @@ pub fn quality_report(seed: u64, orders: usize, drivers: usize) -> QualityReport
     }
 }
 
+/// The matchers on a batch too big for the dense optimum (5,000 × 25,000 would take hours):
+/// `Optimal` is judged against the certified lower bound it proves, which no assignment of
+/// the batch can beat (see [`crate::CertifiedAssignment`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    pub orders: usize,
+    pub drivers: usize,
+    /// No assignment of this batch costs less than this.
+    pub lower_bound: f64,
+    pub matched_cost: f64,
+    pub greedy_cost: f64,
+    /// How much dearer each matcher's answer is than the bound, in percent (an upper bound
+    /// on its gap to the true optimum).
+    pub gap_pct: f64,
+    pub greedy_gap_pct: f64,
+    pub matched_pickup_s: f64,
+    pub greedy_pickup_s: f64,
+    pub matched_unassigned: usize,
+    pub greedy_unassigned: usize,
+    /// Orders `Optimal` could not prove settled (0: optimal up to rounding).
+    pub unsettled: usize,
+    pub widenings: usize,
+    /// `assign` wall time, candidate search (and for `Optimal` the certificate) included.
+    pub matched_ms: f64,
+    pub greedy_ms: f64,
+}
+
+pub fn scale_report(seed: u64, orders: usize, drivers: usize) -> ScaleReport {
+    let city = random_city(seed, orders, drivers);
+    let model = CostModel::default();
+    let start = Instant::now();
+    let certified = assign_certified(&city.orders, &city.drivers, None, &model);
+    let matched_ms = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    let greedy = assign(&city.orders, &city.drivers, None, &model, Matcher::Greedy);
+    let greedy_ms = start.elapsed().as_secs_f64() * 1e3;
+    let greedy_cost = batch_cost(&city.orders, &greedy, &model);
+    let bound = certified.lower_bound;
+    let gap = |cost: f64| if bound > 0.0 { (cost - bound) / bound * 100.0 } else { 0.0 };
+    let pickup = |a: &[Assignment]| a.iter().map(|a| a.pickup_eta_s).sum();
+    ScaleReport {
+        orders,
+        drivers,
+        lower_bound: bound,
+        matched_cost: certified.cost,
+        greedy_cost,
+        gap_pct: gap(certified.cost),
+        greedy_gap_pct: gap(greedy_cost),
+        matched_pickup_s: pickup(&certified.assignments),
+        greedy_pickup_s: pickup(&greedy),
+        matched_unassigned: orders - certified.assignments.len(),
+        greedy_unassigned: orders - greedy.len(),
+        unsettled: certified.unsettled,
+        widenings: certified.widenings,
+        matched_ms,
+        greedy_ms,
+    }
+}
+
 /// The exact optimum of the same objective over all pairs: one column per driver, then one
 /// "unassigned" column per order (all orders price those alike, so any will do).
 pub(crate) fn dense_optimum(city: &Scenario, model: &CostModel) -> Vec<Assignment> {
@@ -163,6 +222,29 @@ mod tests {
         assert_eq!(a.drivers, b.drivers);
         let centre = GeoPoint::new(CITY_CENTRE.0, CITY_CENTRE.1).unwrap();
         assert!(a.drivers.iter().all(|d| d.location.distance_m(&centre) <= CITY_RADIUS_M * 1.01));
+    }
+
+    /// The bound is a true lower bound (never above the dense optimum) and, once every
+    /// order is settled, meets it: on plentiful and on scarce drivers, and with candidate
+    /// lists too short to settle anything (the capped bound must still hold).
+    #[test]
+    fn the_certified_bound_never_exceeds_the_dense_optimum() {
+        for (seed, orders, drivers, k) in [(3, 150, 700, 10), (4, 150, 200, 10), (5, 120, 400, 1)] {
+            let city = random_city(seed, orders, drivers);
+            let model = CostModel { candidates_per_order: k, ..CostModel::default() };
+            let optimum = batch_cost(&city.orders, &dense_optimum(&city, &model), &model);
+            let certified = assign_certified(&city.orders, &city.drivers, None, &model);
+            let slack = 1e-9 * optimum;
+            assert!(
+                certified.lower_bound <= optimum + slack,
+                "seed {seed}: bound {} > optimum {optimum}",
+                certified.lower_bound
+            );
+            assert!(optimum <= certified.cost + slack, "seed {seed}");
+            if certified.unsettled == 0 {
+                assert!(certified.gap_pct() < 1e-6, "seed {seed}: {certified:?}");
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! is held back while the best driver could still arrive on time if sent later, so drivers
 //! do not stand idle at stores and stay free for orders that are ready now.
 
-use crate::assign::{CandidateSearch, CostModel, DriverSlot, OrderSlot};
+use crate::assign::{CandidateSearch, CostModel, DriverSlot, DriverSource, OrderSlot};
 use crate::DriverIndex;
 
 /// Seconds dispatch can still wait: time until the order is ready minus the best driver's
@@ -35,7 +35,20 @@ pub fn due_orders(
     model: &CostModel,
     lead_s: f64,
 ) -> Vec<DueOrder> {
-    let search = CandidateSearch::new(drivers, index, model);
+    due_with(orders, &CandidateSearch::new(drivers, index, model), model, lead_s)
+}
+
+/// [`due_orders`] over every available driver of a live index (see [`crate::assign_live`]).
+pub fn due_orders_live(
+    orders: &[OrderSlot],
+    source: &dyn DriverSource,
+    model: &CostModel,
+    lead_s: f64,
+) -> Vec<DueOrder> {
+    due_with(orders, &CandidateSearch::live(source, model), model, lead_s)
+}
+
+fn due_with(orders: &[OrderSlot], search: &CandidateSearch, model: &CostModel, lead_s: f64) -> Vec<DueOrder> {
     let mut due: Vec<DueOrder> = orders
         .iter()
         .enumerate()

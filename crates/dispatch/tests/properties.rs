@@ -2,7 +2,10 @@
 //! available drivers, and assignments respect drivers, exclusions and the optimum.
 
 use lastmile_core::{DriverId, GeoPoint};
-use lastmile_dispatch::{assign, batch_cost, hungarian, CostModel, DriverIndex, DriverSlot, Matcher, OrderSlot};
+use lastmile_dispatch::{
+    assign, assign_certified, assign_live, batch_cost, hungarian, CostModel, DriverIndex, DriverSlot, Matcher,
+    OrderSlot,
+};
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 
@@ -185,6 +188,45 @@ proptest! {
         prop_assert!(optimal <= greedy + 1e-6 * greedy.abs().max(1.0), "optimal {} > greedy {}", optimal, greedy);
         let exact = dense_optimum(&orders, &drivers, &model);
         prop_assert!((optimal - exact).abs() <= 1e-6 * exact.abs().max(1.0), "optimal {} vs dense {}", optimal, exact);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Matching straight over a live index (no batch snapshot): the available drivers are
+    /// the batch, unavailable ones are never used, Optimal still reaches the dense optimum
+    /// and is never worse than Greedy, and the certified bound never exceeds the optimum.
+    #[test]
+    fn live_index_matching_keeps_the_properties(
+        (orders, drivers, k) in batch(),
+        unavailable in prop::collection::vec(any::<bool>(), 30),
+        weights in (0.0f64..1.0, 0.0f64..3.0),
+    ) {
+        let model = CostModel { driver_wait_weight: weights.0, order_wait_weight: weights.1, candidates_per_order: k, ..CostModel::default() };
+        let mut live = DriverIndex::new();
+        for (i, d) in drivers.iter().enumerate() {
+            live.upsert(&d.driver_id, d.location, !unavailable[i]);
+        }
+        let free: Vec<DriverSlot> = drivers.iter().enumerate().filter(|(i, _)| !unavailable[*i]).map(|(_, d)| d.clone()).collect();
+        let exact = dense_optimum(&orders, &free, &model);
+        let mut costs = Vec::new();
+        for matcher in [Matcher::Optimal, Matcher::Greedy] {
+            let got = assign_live(&orders, &live, &model, matcher);
+            let mut used = HashSet::new();
+            for a in &got {
+                prop_assert!(used.insert(&a.driver_id), "{} got two orders", a.driver_id);
+                prop_assert!(free.iter().any(|d| d.driver_id == a.driver_id), "{} is not available", a.driver_id);
+                let order = orders.iter().find(|o| o.order_id == a.order_id).unwrap();
+                prop_assert!(!order.excluded.contains(&a.driver_id));
+            }
+            costs.push(batch_cost(&orders, &got, &model));
+        }
+        let slack = 1e-6 * exact.abs().max(1.0);
+        prop_assert!((costs[0] - exact).abs() <= slack, "live optimal {} vs dense {}", costs[0], exact);
+        prop_assert!(costs[0] <= costs[1] + slack);
+        let certified = assign_certified(&orders, &free, None, &model);
+        prop_assert!(certified.lower_bound <= exact + slack, "bound {} above the optimum {}", certified.lower_bound, exact);
     }
 }
 

@@ -164,6 +164,10 @@ pub enum MatcherKind {
 pub struct DispatchConfig {
     pub enabled: bool,
     pub tick_ms: u64,
+    /// How long a matching round started by an event (a new or changed order, a driver
+    /// freed or coming online, a declined or expired offer) waits to gather what else
+    /// arrives, so orders placed together compete in one batch. 0 matches at once.
+    pub gather_ms: u64,
     pub offer_ttl_s: u64,
     pub max_attempts: i64,
     /// Flag `dispatch_stalled` after an order waited this long past ready.
@@ -239,6 +243,7 @@ impl Default for DispatchConfig {
         Self {
             enabled: true,
             tick_ms: 500,
+            gather_ms: 25,
             offer_ttl_s: 30,
             max_attempts: 5,
             max_wait_s: 1800,

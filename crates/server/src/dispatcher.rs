@@ -1,5 +1,6 @@
 //! The dispatcher: the live fleet (where every driver is, who is free) and the matching
-//! loop that turns waiting orders into offers each tick, per tenant.
+//! loop that turns waiting orders into offers, per tenant: a round per burst of events
+//! (after a short gathering window) and a backstop tick.
 //!
 //! The live index is a cache rebuilt from the database on start; the database decides
 //! (offers and capacity are enforced there), so a stale cache can cost an offer, never
@@ -7,12 +8,15 @@
 
 use crate::config::{Config, MatcherKind};
 use crate::state::AppState;
-use lastmile_core::{DriverId, EtaModel, GeoPoint, OrderId, TenantId};
-use lastmile_dispatch::{assign, due_orders, CostModel, DriverIndex, DriverSlot, Matcher, OrderSlot};
+use futures::FutureExt;
+use lastmile_bus::Received;
+use lastmile_core::{DriverId, EtaModel, Event, EventKind, GeoPoint, OrderId, TenantId};
+use lastmile_dispatch::{assign_live, due_orders_live, CostModel, DriverIndex, DriverSource, Matcher, OrderSlot};
 use lastmile_storage::{to_ms, Db, StallPolicy};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 // tokio's Instant, not std's: presence and the GPS cap follow tokio's clock, so tests can
 // pause and advance it (it is the monotonic clock in production).
 use tokio::time::Instant;
@@ -62,6 +66,9 @@ struct FleetInner {
 #[derive(Clone)]
 pub struct LiveFleet {
     inner: Arc<Mutex<FleetInner>>,
+    /// Wakes the matching loop when a driver becomes available here (online with a
+    /// position, or freed) or when an order event arrives; see [`run`].
+    wake: Arc<Notify>,
     pub eta: EtaModel,
 }
 
@@ -73,6 +80,7 @@ impl LiveFleet {
                 indexes: HashMap::new(),
                 busy: HashSet::new(),
             })),
+            wake: Arc::new(Notify::new()),
             eta: EtaModel {
                 detour_factor: cfg.dispatch.detour_factor,
                 speed_mps: cfg.dispatch.speed_mps,
@@ -112,7 +120,20 @@ impl LiveFleet {
         let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive::offline(tenant));
         entry.status = status.to_owned();
         entry.last_seen = Instant::now();
-        refresh_index(&mut g, driver);
+        let freed = refresh_index(&mut g, driver);
+        drop(g);
+        self.wake_if(freed);
+    }
+
+    /// Start a matching round soon (after the gathering window). Cheap; wakes coalesce.
+    pub fn wake_matcher(&self) {
+        self.wake.notify_one();
+    }
+
+    fn wake_if(&self, became_available: bool) {
+        if became_available {
+            self.wake_matcher();
+        }
     }
 
     /// The driver's app spoke (any message on its socket): a heartbeat for presence.
@@ -138,7 +159,9 @@ impl LiveFleet {
         } else {
             g.busy.remove(driver);
         }
-        refresh_index(&mut g, driver);
+        let freed = refresh_index(&mut g, driver);
+        drop(g);
+        self.wake_if(freed);
     }
 
     /// Apply the GPS outcome decided by `gps::accept` under the same lock.
@@ -146,7 +169,9 @@ impl LiveFleet {
         let mut g = self.lock();
         let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive::offline(tenant));
         let r = f(entry);
-        refresh_index(&mut g, driver);
+        let freed = refresh_index(&mut g, driver);
+        drop(g);
+        self.wake_if(freed);
         r
     }
 
@@ -190,9 +215,12 @@ impl LiveFleet {
                 }
             }
         }
+        let mut freed = false;
         for id in &ready {
-            refresh_index(&mut g, id);
+            freed |= refresh_index(&mut g, id);
         }
+        drop(g);
+        self.wake_if(freed);
         ready.len()
     }
 
@@ -205,27 +233,55 @@ impl LiveFleet {
             .map(|(id, d)| (d.tenant_id.clone(), id.clone()))
             .collect()
     }
+}
 
-    fn snapshot_tenant(&self, tenant: &TenantId) -> Vec<DriverSlot> {
-        let g = self.lock();
-        g.drivers
-            .iter()
-            .filter(|(id, d)| &d.tenant_id == tenant && d.status == "online" && !g.busy.contains(*id))
-            .filter_map(|(id, d)| Some(DriverSlot { driver_id: id.clone(), location: d.point? }))
-            .collect()
+/// One tenant's live index as the matcher's candidate source. The fleet lock is taken per
+/// nearest-driver query (microseconds) and never across a round, so GPS fixes land between
+/// queries and a round never waits for ingest or holds it up for longer than one query.
+struct TenantFleet<'a> {
+    fleet: &'a LiveFleet,
+    tenant: &'a TenantId,
+}
+
+impl DriverSource for TenantFleet<'_> {
+    fn nearest_located(
+        &self,
+        point: GeoPoint,
+        k: usize,
+        radius_m: f64,
+        keep: &mut dyn FnMut(&DriverId) -> bool,
+    ) -> Vec<(DriverId, GeoPoint)> {
+        let g = self.fleet.lock();
+        g.indexes.get(self.tenant).map(|ix| ix.nearest_located(point, k, radius_m, keep)).unwrap_or_default()
     }
 }
 
-fn refresh_index(g: &mut FleetInner, driver: &DriverId) {
-    let Some(d) = g.drivers.get(driver) else { return };
+impl TenantFleet<'_> {
+    fn any_available(&self) -> bool {
+        self.fleet.lock().indexes.get(self.tenant).is_some_and(|ix| ix.available_len() > 0)
+    }
+}
+
+/// Bring the driver's entry in their tenant's index up to date; true when that made them
+/// available to match (they were not before), which is worth a matching round.
+fn refresh_index(g: &mut FleetInner, driver: &DriverId) -> bool {
+    let Some(d) = g.drivers.get(driver) else { return false };
     let available = d.status == "online" && !g.busy.contains(driver);
-    let tenant = d.tenant_id.clone();
     let point = d.point;
-    let ix = g.indexes.entry(tenant).or_default();
+    // A GPS fix is the hot path: look the tenant's index up without cloning its id.
+    if !g.indexes.contains_key(&d.tenant_id) {
+        g.indexes.insert(d.tenant_id.clone(), DriverIndex::default());
+    }
+    let ix = g.indexes.get_mut(&d.tenant_id).expect("inserted above");
     match point {
-        Some(p) => ix.upsert(driver, p, available),
+        Some(p) => {
+            let was = ix.is_available(driver).unwrap_or(false);
+            ix.upsert(driver, p, available);
+            available && !was
+        }
         None => {
             ix.remove(driver);
+            false
         }
     }
 }
@@ -239,24 +295,80 @@ pub fn cost_model(cfg: &Config, eta: EtaModel) -> CostModel {
     }
 }
 
-/// The matching loop: every tick, expire offers, flag stalled orders, and offer due
-/// orders to the best free drivers.
+/// The matching loop. A round runs when something changes what can be matched — an order
+/// created, updated or back in matching (declined, expired, unassigned), a driver coming
+/// online or freed — after `dispatch.gather_ms` so that orders placed together compete in
+/// one batch; and every `dispatch.tick_ms` as a backstop, which also expires offers, flags
+/// stalled orders, marks silent drivers offline and times not-yet-ready orders.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     let tick = Duration::from_millis(state.cfg.dispatch.tick_ms);
+    let gather = Duration::from_millis(state.cfg.dispatch.gather_ms);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wake = state.fleet.wake.clone();
+    let listener = tokio::spawn(wake_on_events(state.clone(), shutdown.clone()));
     loop {
-        tokio::select! {
+        let full = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = interval.tick() => {}
+            _ = interval.tick() => true,
+            _ = wake.notified() => false,
+        };
+        if !full && !gather.is_zero() {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(gather) => {}
+            }
         }
-        if let Err(e) = tick_once(&state).await {
-            tracing::warn!(error = %format!("{e:#}"), "dispatch tick failed");
+        // Whatever woke us during the window is in this round: drop its stored wake-up.
+        let _ = wake.notified().now_or_never();
+        let outcome = if full { tick_once(&state).await } else { match_round(&state).await };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %format!("{e:#}"), full, "dispatch round failed");
         }
     }
+    listener.abort();
     tracing::debug!("dispatcher stopped");
 }
 
+/// Wake the matcher on committed events that can make a match possible. Events come from
+/// the bus, so orders taken in by any node (and drivers freed on any node) count; local
+/// driver changes also wake it directly through [`LiveFleet`].
+async fn wake_on_events(state: AppState, shutdown: CancellationToken) {
+    let mut sub = state.bus.subscribe();
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = sub.recv() => m,
+        };
+        match msg {
+            None => break,
+            Some(Received::Lagged(_)) => state.fleet.wake_matcher(),
+            Some(Received::Event(e)) if wakes_matcher(&e) => state.fleet.wake_matcher(),
+            Some(Received::Event(_)) => {}
+        }
+    }
+}
+
+/// Whether an event can make a new match possible: a new, changed or returned order, or a
+/// driver freed (an order delivered, failed or cancelled; a status change). Our own offers
+/// and assignments cannot, so they do not start another round.
+fn wakes_matcher(e: &Event) -> bool {
+    match e.kind {
+        EventKind::OrderCreated
+        | EventKind::OrderUpdated
+        | EventKind::OrderCancelled
+        | EventKind::OfferDeclined
+        | EventKind::OfferExpired
+        | EventKind::DriverStatusChanged => true,
+        EventKind::OrderStatusChanged => {
+            !matches!(e.data.get("to").and_then(|t| t.as_str()), Some("dispatching" | "assigned" | "picked_up"))
+        }
+        _ => false,
+    }
+}
+
+/// The backstop round: expire offers, flag stalled orders, mark silent drivers offline,
+/// resync who is busy from the database, then match.
 pub async fn tick_once(state: &AppState) -> anyhow::Result<usize> {
     let cfg = &state.cfg.dispatch;
     let policy = StallPolicy { max_attempts: cfg.max_attempts };
@@ -277,7 +389,18 @@ pub async fn tick_once(state: &AppState) -> anyhow::Result<usize> {
             refresh_index(&mut g, &id);
         }
     }
-    let candidates = state.db.dispatch_candidates(5000).await?;
+    match_round(state).await
+}
+
+/// One matching round: offer due orders to the best free drivers, per tenant.
+pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
+    let cfg = &state.cfg.dispatch;
+    let now = state.clock.now_ms();
+    let model = cost_model(&state.cfg, state.fleet.eta);
+    // An order ready later than this cannot be due: even with no driver in reach its slack
+    // is at least its time to ready minus `max_pickup_s`.
+    let horizon_ms = ((model.max_pickup_s + cfg.lead_s.max(0.0)) * 1000.0).min(i64::MAX as f64 / 4.0) as i64;
+    let candidates = state.db.dispatch_candidates_ready_by(5000, now.saturating_add(horizon_ms)).await?;
     let mut by_tenant: HashMap<TenantId, Vec<OrderSlot>> = HashMap::new();
     for c in candidates {
         let Ok(pickup) = GeoPoint::new(c.pickup_lat, c.pickup_lng) else { continue };
@@ -289,22 +412,19 @@ pub async fn tick_once(state: &AppState) -> anyhow::Result<usize> {
             excluded: c.excluded,
         });
     }
-    let model = cost_model(&state.cfg, state.fleet.eta);
     let matcher = match cfg.matcher {
         MatcherKind::Optimal => Matcher::Optimal,
         MatcherKind::Greedy => Matcher::Greedy,
     };
     let mut offers = Vec::new();
     for (tenant, orders) in by_tenant {
-        let drivers = state.fleet.snapshot_tenant(&tenant);
-        if drivers.is_empty() {
+        let fleet = TenantFleet { fleet: &state.fleet, tenant: &tenant };
+        if !fleet.any_available() {
             continue;
         }
-        let due: Vec<OrderSlot> = due_orders(&orders, &drivers, None, &model, cfg.lead_s)
-            .into_iter()
-            .map(|d| orders[d.order].clone())
-            .collect();
-        for a in assign(&due, &drivers, None, &model, matcher) {
+        let due: Vec<OrderSlot> =
+            due_orders_live(&orders, &fleet, &model, cfg.lead_s).into_iter().map(|d| orders[d.order].clone()).collect();
+        for a in assign_live(&due, &fleet, &model, matcher) {
             offers.push((tenant.clone(), a.order_id, a.driver_id));
         }
     }

@@ -235,9 +235,83 @@ async fn cancel_releases_and_tells_driver(backend: Backend) {
     s.app.stop().await;
 }
 
+/// With the backstop tick an hour away, every offer here comes from a round that an event
+/// started: a new order, a decline followed by another driver coming online, and a
+/// delivery that frees the only driver while an order waits.
+async fn events_start_rounds(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.dispatch.tick_ms = 3_600_000).await;
+    let s = scene(app).await;
+    let (_, _, mut first_ws) = online_driver(&s, "Pekka Lahtinen", (60.1705, 24.9390)).await;
+
+    let order = s.app.native_order(&s.jwt, &s.store_id, DROPOFF.0, DROPOFF.1).await;
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let (offer, _) = ws_until(&mut first_ws, "offer", WAIT).await;
+    assert_eq!(offer["data"]["order_id"], order_id.as_str(), "a new order starts a round");
+    ws_send(&mut first_ws, json!({"type": "decline", "offer_id": offer["data"]["offer_id"]})).await;
+    ws_until(&mut first_ws, "declined", WAIT).await;
+
+    // Nobody else is free until a second driver comes online with a position.
+    let (second, second_token, mut second_ws) = online_driver(&s, "Ville Virtanen", (60.1720, 24.9420)).await;
+    let (offer, _) = ws_until(&mut second_ws, "offer", WAIT).await;
+    assert_eq!(offer["data"]["order_id"], order_id.as_str(), "a driver coming online starts a round");
+    ws_send(&mut second_ws, json!({"type": "accept", "offer_id": offer["data"]["offer_id"]})).await;
+    ws_until(&mut second_ws, "accepted", WAIT).await;
+
+    // The next order goes to the only free driver, the first, who declines it too.
+    let next = s.app.native_order(&s.jwt, &s.store_id, DROPOFF.0, DROPOFF.1).await;
+    let (offer, _) = ws_until(&mut first_ws, "offer", WAIT).await;
+    assert_eq!(offer["data"]["order_id"], next["id"], "{offer}");
+    ws_send(&mut first_ws, json!({"type": "decline", "offer_id": offer["data"]["offer_id"]})).await;
+    ws_until(&mut first_ws, "declined", WAIT).await;
+
+    // Only the busy second driver is left for it: their delivery frees them and starts a round.
+    for step in ["pickup", "deliver"] {
+        let (st, body) =
+            s.app.post_json(&format!("/v1/driver/orders/{order_id}/{step}"), &second_token, &json!({})).await;
+        assert_eq!(st, 200, "{body}");
+    }
+    let (offer, _) = ws_until(&mut second_ws, "offer", WAIT).await;
+    assert_eq!(offer["data"]["order_id"], next["id"], "a freed driver starts a round");
+    assert_eq!(s.app.state.db.active_assignments(&second).await.unwrap(), 0);
+    s.app.stop().await;
+}
+
+/// A round reads only orders that could come due: one scheduled hours ahead stays out of
+/// the candidates the matcher asks for (and of its offers) while one ready now is in them.
+async fn far_future_orders(backend: Backend) {
+    let s = scene(TestApp::spawn(backend).await).await;
+    let mut body = native_body(&s.store_id, DROPOFF.0, DROPOFF.1);
+    body["ready_at"] = json!((chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339());
+    let res = s
+        .app
+        .http
+        .post(s.app.url("/v1/orders"))
+        .bearer_auth(&s.jwt)
+        .header("Idempotency-Key", uuid_key())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let later: Value = res.json().await.unwrap();
+    let now = s.app.native_order(&s.jwt, &s.store_id, DROPOFF.0, DROPOFF.1).await;
+    let db = &s.app.state.db;
+    let ids = |c: Vec<lastmile_storage::DispatchCandidate>| c.into_iter().map(|c| c.order.id.0).collect::<Vec<_>>();
+    let all = ids(db.dispatch_candidates(100).await.unwrap());
+    assert!(
+        all.contains(&later["id"].as_str().unwrap().to_owned())
+            && all.contains(&now["id"].as_str().unwrap().to_owned())
+    );
+    let soon = ids(db.dispatch_candidates_ready_by(100, s.app.state.clock.now_ms() + 3_600_000).await.unwrap());
+    assert_eq!(soon, vec![now["id"].as_str().unwrap().to_owned()]);
+    s.app.stop().await;
+}
+
 on_backends!(
+    far_future_orders_stay_out_of_rounds => far_future_orders,
     end_to_end_offer_accept_pickup_deliver_track => end_to_end,
     cancellation_releases_the_driver_and_tells_them => cancel_releases_and_tells_driver,
+    matching_follows_events_not_the_tick => events_start_rounds,
 );
 
 /// Tests with paused time run on the current-thread runtime (`tokio::time::pause` needs it).

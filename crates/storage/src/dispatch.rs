@@ -303,12 +303,20 @@ pub(crate) async fn pickup_in(c: &mut WriteConn, order: &Order) -> Result<serde_
 impl Db {
     /// Orders in `received` (not stalled), oldest readiness first, with their pickup point.
     pub async fn dispatch_candidates(&self, limit: i64) -> Result<Vec<DispatchCandidate>> {
+        self.dispatch_candidates_ready_by(limit, i64::MAX).await
+    }
+
+    /// [`Db::dispatch_candidates`] ready at or before `ready_by` (ms) only: the matcher asks
+    /// for orders that could come due now, so orders scheduled far ahead cost it nothing
+    /// (both queries use the `(status, ready_at)` index).
+    pub async fn dispatch_candidates_ready_by(&self, limit: i64, ready_by: i64) -> Result<Vec<DispatchCandidate>> {
         let cols: String = ORDER_COLS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ");
         let rows = sqlx::query(&format!(
             "SELECT {cols}, o.dispatch_attempts, s.pickup_lat, s.pickup_lng FROM orders o JOIN stores s ON s.id = o.store_id \
-             WHERE o.status = 'received' AND o.dispatch_stalled = 0 ORDER BY o.ready_at LIMIT $1"
+             WHERE o.status = 'received' AND o.dispatch_stalled = 0 AND o.ready_at <= $2 ORDER BY o.ready_at LIMIT $1"
         ))
         .bind(limit)
+        .bind(ready_by)
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -324,8 +332,9 @@ impl Db {
         // One query for every candidate's excluded drivers (not one per order).
         let excluded = sqlx::query(
             "SELECT f.order_id, f.driver_id FROM offers f JOIN orders o ON o.id = f.order_id \
-             WHERE o.status = 'received' AND o.dispatch_stalled = 0 AND f.state IN ('declined', 'expired')",
+             WHERE o.status = 'received' AND o.dispatch_stalled = 0 AND o.ready_at <= $1 AND f.state IN ('declined', 'expired')",
         )
+        .bind(ready_by)
         .fetch_all(&self.pool)
         .await?;
         let mut by_order: std::collections::HashMap<String, Vec<DriverId>> = std::collections::HashMap::new();

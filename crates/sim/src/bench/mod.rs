@@ -63,12 +63,25 @@ pub struct BenchArgs {
     /// `connections`: sockets to open and hold.
     #[arg(long, default_value_t = 15_000)]
     pub connections: usize,
-    /// `gps-ws`: driver sockets sending fixes; `offer-latency`: connected drivers; `city`: fleet size.
+    /// `gps-ws`: driver sockets sending fixes; `offer-latency`: connected drivers; `city`:
+    /// fleet size; `assignment`: drivers per batch (default 5,000).
     #[arg(long)]
     pub drivers: Option<usize>,
     /// `offer-latency` and `city`: the dispatcher's matching tick, ms.
     #[arg(long, default_value_t = 500)]
     pub tick_ms: u64,
+    /// `assignment`: orders per batch (default 1,000; above 10 M pairs the batch is judged
+    /// against the certified lower bound instead of the dense optimum).
+    #[arg(long)]
+    pub orders: Option<usize>,
+    /// `gps-ws`: also place native orders among the drivers at this rate per second, so
+    /// matching runs over the live index while the fixes flow (the dispatcher is off without it).
+    #[arg(long)]
+    pub matching_orders_per_s: Option<f64>,
+    /// `offer-latency`: the server's gathering window for event-started matching rounds, ms
+    /// (default: the server's own).
+    #[arg(long)]
+    pub gather_ms: Option<u64>,
     /// `offer-latency`: orders per second.
     #[arg(long, default_value_t = 5.0)]
     pub rate: f64,

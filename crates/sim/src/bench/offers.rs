@@ -1,7 +1,8 @@
 //! `bench offer-latency`: native orders at a steady rate to one store with a fleet of
 //! connected drivers around it; the time from the order's commit (its `201`) to the offer
 //! arriving on a driver's socket. Drivers accept, pick up and deliver at once so they
-//! are free for the next order. The matching tick is part of the budget (tick + 50 ms).
+//! are free for the next order. Matching starts on the order's own event (after the
+//! server's gathering window), so the budget is a fixed 150 ms whatever the backstop tick.
 
 use super::load::{open_loop, Request};
 use super::report::{Measurement, Report};
@@ -31,10 +32,21 @@ struct Timeline {
 
 const STORE: (f64, f64) = (60.1699, 24.9384);
 
+/// Commit → offer on the socket, p99 (the gathering window included).
+const OFFER_BUDGET_MS: f64 = 150.0;
+
 fn near_store(i: usize) -> (f64, f64) {
     let a = i as f64 * 2.399; // golden angle: an even spread within ~1 km
     let r = 0.008 * ((i % 50) as f64 / 50.0).sqrt();
     (STORE.0 + r * a.sin(), STORE.1 + 2.0 * r * a.cos())
+}
+
+/// A native order (ready at once) for `store_id`, delivered to `dropoff`.
+pub(super) fn order_body(store_id: &str, external_id: &str, dropoff: (f64, f64)) -> Value {
+    json!({"store_id": store_id, "external_id": external_id,
+        "customer": {"name": "Aino Virtanen", "phone": "+358401234567", "email": "aino@example.fi"},
+        "dropoff": {"address": {"line1": "Bulevardi 5", "city": "Helsinki", "postal_code": "00120", "country": "FI"}, "lat": dropoff.0, "lng": dropoff.1},
+        "items": [{"sku": "FI-1", "name": "Lohikeitto", "quantity": 1, "unit_price_minor": 1450}], "currency": "EUR"})
 }
 
 async fn driver_loop(
@@ -92,8 +104,11 @@ fn percentiles(samples: impl Iterator<Item = Duration>) -> Percentiles {
 
 pub async fn run(args: &BenchArgs, report: &mut Report, stop: &CancellationToken) -> anyhow::Result<()> {
     let drivers = args.drivers.unwrap_or(50);
-    let spec = ServerSpec { bin: args.server_bin.clone(), database_url: args.database_url.clone(), env: vec![] }
+    let mut spec = ServerSpec { bin: args.server_bin.clone(), database_url: args.database_url.clone(), env: vec![] }
         .set("LASTMILE_DISPATCH__TICK_MS", args.tick_ms);
+    if let Some(gather_ms) = args.gather_ms {
+        spec = spec.set("LASTMILE_DISPATCH__GATHER_MS", gather_ms);
+    }
     let server = ServerProcess::start(&spec).await?;
     let api = Api::new(&server.base)?;
     let store = json!({"name": "Bench Kitchen", "platform": "native", "platform_store_id": "bench-kitchen", "webhook_secret": "",
@@ -124,11 +139,7 @@ pub async fn run(args: &BenchArgs, report: &mut Report, stop: &CancellationToken
             let (api, jwt, store_id, timeline, sent_ok) =
                 (api.clone(), jwt.clone(), store_id.clone(), timeline.clone(), sent_ok.clone());
             async move {
-                let (lat, lng) = near_store(n as usize + 7);
-                let body = json!({"store_id": *store_id, "external_id": format!("offer-bench-{n}"),
-                    "customer": {"name": "Aino Virtanen", "phone": "+358401234567", "email": "aino@example.fi"},
-                    "dropoff": {"address": {"line1": "Bulevardi 5", "city": "Helsinki", "postal_code": "00120", "country": "FI"}, "lat": lat, "lng": lng},
-                    "items": [{"sku": "FI-1", "name": "Lohikeitto", "quantity": 1, "unit_price_minor": 1450}], "currency": "EUR"});
+                let body = order_body(&store_id, &format!("offer-bench-{n}"), near_store(n as usize + 7));
                 let sent = Instant::now();
                 match api.create_order(&jwt, &format!("offer-bench-{n}"), &body).await {
                     Ok(a) if a.status.as_u16() == 201 => {
@@ -167,15 +178,15 @@ pub async fn run(args: &BenchArgs, report: &mut Report, stop: &CancellationToken
     );
     report.add(
         Measurement::latency("order committed (201 received) → offer on socket", from_ack)
-            .with(json!({"tick_ms": args.tick_ms, "orders_without_offer": missing})),
+            .with(json!({"tick_ms": args.tick_ms, "gather_ms": args.gather_ms, "orders_without_offer": missing})),
     );
     report.add(Measurement::latency("order sent → offer on socket (upper bound)", from_send));
-    let budget_ms = args.tick_ms as f64 + 50.0;
     report.budget(
-        format!("p99 commit → offer ≤ tick ({} ms) + 50 ms", args.tick_ms),
+        format!("p99 commit → offer ≤ {OFFER_BUDGET_MS} ms, every order offered"),
         format!("{:.1} ms (from the 201; {:.1} ms from the send)", from_ack.p99_ms, from_send.p99_ms),
-        from_ack.p99_ms <= budget_ms && missing == 0,
+        from_ack.p99_ms <= OFFER_BUDGET_MS && missing == 0,
     );
+    report.note(format!("{missing} of {} created orders got no offer", t.acked.len()));
     report.note(format!(
         "{drivers} connected drivers within ~1 km of one store; {:.1} orders/s ready at once; each offer accepted, picked up and delivered at once",
         args.rate

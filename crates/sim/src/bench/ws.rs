@@ -6,7 +6,7 @@
 //! index when its handler returns, so a bad message sent right after a fix comes back as
 //! an error only once that fix is applied. The probe's round trip bounds that time.
 
-use super::load::LoadResult;
+use super::load::{open_loop, LoadResult, Request};
 use super::report::{Measurement, Report};
 use super::server::{ServerProcess, ServerSpec};
 use super::BenchArgs;
@@ -14,7 +14,7 @@ use crate::client::{counter_sum, Api};
 use crate::stats::{latency_histogram, Percentiles};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::json;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -192,6 +192,34 @@ async fn run_phase(
     (back, PhaseResult { sent: sent.load(Relaxed), elapsed, probes })
 }
 
+/// Keep the matcher busy while fixes flow: a store among the drivers and native orders at
+/// `rate` per second for `d`, each starting a matching round over the live index the
+/// fixes are updating (the drivers never answer, so offers pile up until they expire).
+async fn orders_while_fixes_flow(
+    api: &Api,
+    admin: &str,
+    rate: f64,
+    d: Duration,
+    stop: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<LoadResult>> {
+    let store = json!({"name": "GPS Bench Kitchen", "platform": "native", "platform_store_id": "gps-bench-kitchen", "webhook_secret": "",
+                       "pickup": {"lat": 60.185, "lng": 24.905, "address": "Mannerheimintie 100, Helsinki"}});
+    let store_id = Arc::new(api.create_store(admin, &store).await?);
+    let jwt = Arc::new(api.api_client_token(admin, "gps-bench").await?);
+    let api = api.clone();
+    let request: Request = Arc::new(move |n| {
+        let (api, jwt, store_id) = (api.clone(), jwt.clone(), store_id.clone());
+        async move {
+            let key = format!("gps-bench-{n}");
+            let body = super::offers::order_body(&store_id, &key, (60.19, 24.91));
+            matches!(api.create_order(&jwt, &key, &body).await, Ok(a) if a.status.as_u16() == 201)
+        }
+        .boxed()
+    });
+    let stop = stop.clone();
+    Ok(tokio::spawn(async move { open_loop("orders while fixes flow", rate, d, 64, request, &stop).await }))
+}
+
 async fn accepted(api: &Api) -> anyhow::Result<f64> {
     Ok(counter_sum(&api.metrics_text().await?, "lastmile_gps_updates_total", &["result=\"accepted\""]))
 }
@@ -216,7 +244,7 @@ pub async fn gps(args: &BenchArgs, report: &mut Report, stop: &CancellationToken
     let drivers = args.drivers.unwrap_or(1_000);
     let spec = ServerSpec { bin: args.server_bin.clone(), database_url: args.database_url.clone(), env: vec![] }
         .set("LASTMILE_GPS_MIN_INTERVAL_MS", 0)
-        .set("LASTMILE_DISPATCH__ENABLED", false);
+        .set("LASTMILE_DISPATCH__ENABLED", args.matching_orders_per_s.is_some());
     let server = ServerProcess::start(&spec).await?;
     let api = Api::new(&server.base)?;
     println!("  creating {drivers} drivers and connecting their sockets…");
@@ -229,6 +257,12 @@ pub async fn gps(args: &BenchArgs, report: &mut Report, stop: &CancellationToken
     }
     let base = Utc::now() - chrono::Duration::hours(1);
     let d = args.phase(10);
+    let matching = match args.matching_orders_per_s {
+        Some(rate) => {
+            Some(orders_while_fixes_flow(&api, &server.admin_key, rate, 2 * d + Duration::from_secs(2), stop).await?)
+        }
+        None => None,
+    };
     let mut results: Vec<(PhaseResult, f64, &str)> = Vec::new();
     let peak_phase = Phase { per_driver_rate: None, probe_every: BATCH, batch: BATCH, duration: d, offset_ms: 0 };
     let ((s, peak), peak_rate) = tokio::join!(run_phase(sockets, base, &peak_phase, stop), steady_rate(&api, d));
@@ -248,6 +282,11 @@ pub async fn gps(args: &BenchArgs, report: &mut Report, stop: &CancellationToken
     let half_rate = half_rate?;
     results.push((half_r, half_rate, "at a steady 100k/s (or half the peak)"));
     let rejected_total = rejected(&api).await?;
+    let offers_sent = counter_sum(&api.metrics_text().await?, "lastmile_offers_sent_total", &[]);
+    let orders = match matching {
+        Some(load) => Some(load.await?),
+        None => None,
+    };
     let rss = server.rss_kib();
     server.stop().await;
 
@@ -259,6 +298,16 @@ pub async fn gps(args: &BenchArgs, report: &mut Report, stop: &CancellationToken
         );
     }
     report.add(Measurement::value("rejected fixes (should be 0)", json!(rejected_total as u64)));
+    if let Some(orders) = &orders {
+        report.add(
+            Measurement::rate(
+                "orders placed while fixes flowed (matching runs on each)",
+                orders.rate(),
+                Some(orders.latency),
+            )
+            .with(json!({"ok": orders.ok, "failed": orders.failed, "offers_sent": offers_sent as u64})),
+        );
+    }
     let (peak_rate, half_p99) = (results[0].1, results[1].0.probes.p99_ms);
     report.budget("≥ 100,000 GPS updates/s into the live index", format!("{peak_rate:.0}/s"), peak_rate >= 100_000.0);
     report.budget(
