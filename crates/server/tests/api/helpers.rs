@@ -49,6 +49,12 @@ pub fn test_config(dir: &std::path::Path, database_url: String) -> Config {
     cfg.sync.poll_ms = 20;
     // Platform stand-ins listen on 127.0.0.1.
     cfg.allow_private_urls = true;
+    // Tests that pause tokio time jump it by minutes; the edge's header and idle timeouts
+    // would then close the client's pooled keep-alive connections under it. The edge tests
+    // set their own short timeouts.
+    cfg.edge.header_read_timeout_s = 3600;
+    cfg.edge.idle_timeout_s = 3600;
+    cfg.edge.body_read_timeout_s = 3600;
     cfg
 }
 

@@ -6,7 +6,6 @@ use super::support::*;
 use crate::helpers::*;
 use lastmile_core::{DriverId, OrderId};
 use serde_json::json;
-use std::time::Duration;
 
 /// The near driver accepted the order; the far one is waiting, online.
 async fn accepted_by_near(s: &Scene) -> (OnlineDriver, OnlineDriver, OrderId) {
@@ -85,21 +84,20 @@ async fn assert_closed_with(ws: &mut Ws, code: u16) {
 /// Silent past `dispatch.abandon_s` (paused time): the order goes to the other driver and
 /// the silent one is marked offline; silent for less, nothing happens.
 async fn silent_driver_loses_accepted_order(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.dispatch.abandon_s = 20).await;
+    // Real time, a short grace: paused time raced the real database and socket I/O of the
+    // matching round that follows (and the edge's timers), so this waits for the server's
+    // own background sweep instead, bounded by `WAIT`.
+    let app = TestApp::spawn_with(backend, |c| c.dispatch.abandon_s = 4).await;
     let s = scene(app).await;
     let (near, mut far, order) = accepted_by_near(&s).await;
-    let time = ManualTime::start(Duration::from_secs(60));
-    time.advance(Duration::from_secs(19)).await;
     let r = lastmile_server::recovery::sweep_once(&s.app.state).await.unwrap();
-    assert!(r.is_empty(), "19 s of silence is within the grace: {r:?}");
+    assert!(r.is_empty(), "a moment of silence is within the grace: {r:?}");
     assert_eq!(s.order_json(&order).await["status"], "assigned");
 
-    time.advance(Duration::from_secs(2)).await;
-    // The background sweep or this one, whichever comes first, takes it back.
-    lastmile_server::recovery::sweep_once(&s.app.state).await.unwrap();
+    // No word from the driver for longer than the grace: the background sweep (every
+    // second) takes the order back and it is offered to the other driver.
     assert_taken_back(&s, &near.id, &mut far, &order, "no word").await;
     assert_eq!(s.app.state.db.get_driver(&s.tenant, &near.id).await.unwrap().status, "offline");
-    drop(time);
     s.app.stop().await;
 }
 
@@ -133,12 +131,5 @@ crate::on_backends!(
     offline_driver_loses_accepted_order_to_another_driver => offline_driver_loses_accepted_order,
     revoked_driver_loses_order_and_every_connection => revoked_driver_loses_order_and_connections,
     picked_up_order_of_revoked_driver_is_flagged_not_redispatched => picked_up_then_revoked_is_flagged,
+    silent_driver_loses_accepted_order_after_grace => silent_driver_loses_accepted_order,
 );
-
-#[tokio::test]
-async fn silent_driver_loses_accepted_order_after_grace() {
-    for backend in backends() {
-        eprintln!("silent_driver_loses_accepted_order_after_grace on {backend:?}");
-        silent_driver_loses_accepted_order(backend).await;
-    }
-}
