@@ -83,6 +83,42 @@ pub struct Config {
     /// platform stand-ins on 127.0.0.1.
     pub allow_private_urls: bool,
     pub geocoding: crate::geocoder::GeocodingConfig,
+    /// Events out: delivery of order events to the tenants' webhook endpoints.
+    pub webhooks: WebhooksConfig,
+}
+
+/// Outbound webhooks (`/v1/webhook-endpoints`), delivered as Standard Webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Run the delivery worker on this node.
+    pub enabled: bool,
+    pub poll_ms: u64,
+    /// One delivery attempt must be answered within this many seconds.
+    pub timeout_s: u64,
+    /// Deliveries to one endpoint in flight at once on this node.
+    pub max_concurrency_per_endpoint: usize,
+    /// Retry delays in seconds (the sync-back schedule by default); after the last one the
+    /// delivery becomes a dead letter (kind `webhook`).
+    pub retry_schedule_s: Vec<u64>,
+    /// How long a claimed delivery is its worker's alone; must exceed `timeout_s`.
+    pub lease_s: u64,
+    /// After a secret rotation the previous secret keeps signing beside the new one this long.
+    pub rotation_overlap_s: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_ms: 200,
+            timeout_s: 10,
+            max_concurrency_per_endpoint: 4,
+            retry_schedule_s: SyncConfig::default().retry_schedule_s,
+            lease_s: 60,
+            rotation_overlap_s: 24 * 3600,
+        }
+    }
 }
 
 /// Limits at the connection edge (see `serve.rs`); answered before any handler runs.
@@ -234,6 +270,7 @@ impl Default for Config {
             tracking: TrackingConfig::default(),
             allow_private_urls: false,
             geocoding: crate::geocoder::GeocodingConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -353,6 +390,14 @@ impl Config {
             return bad(
                 "sync.retry_schedule_s must not be empty and sync.max_concurrency_per_store must be positive".into()
             );
+        }
+        if self.webhooks.retry_schedule_s.is_empty()
+            || self.webhooks.max_concurrency_per_endpoint == 0
+            || self.webhooks.lease_s <= self.webhooks.timeout_s
+        {
+            return bad("webhooks.retry_schedule_s must not be empty, webhooks.max_concurrency_per_endpoint must be \
+                        positive and webhooks.lease_s must exceed webhooks.timeout_s"
+                .into());
         }
         if self.sync.lease_s <= self.sync.timeout_standard_s.max(self.sync.timeout_enterprise_s) {
             return bad("sync.lease_s must exceed sync.timeout_standard_s and sync.timeout_enterprise_s".into());

@@ -30,6 +30,7 @@ pub mod state;
 pub mod sync_worker;
 pub mod telemetry;
 pub mod web;
+pub mod webhooks_out;
 
 use anyhow::Context;
 use config::Config;
@@ -125,6 +126,9 @@ impl App {
         }
         if state.cfg.sync.enabled {
             workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));
+        }
+        if state.cfg.webhooks.enabled {
+            workers.spawn(webhooks_out::run(state.clone(), shutdown.clone()));
         }
         workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
         workers.spawn(state.catalog.clone().run_refresher(state.db.clone(), shutdown.clone()));

@@ -22,8 +22,9 @@ use utoipa::{Modify, OpenApi};
         order_ops::assign, order_ops::unassign, order_ops::events,
         catalog::put_menu, catalog::patch_item, catalog::list_stores, catalog::get_menu, catalog::search,
         geocode::geocode,
+        webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::read, webhook_endpoints::update, webhook_endpoints::remove, webhook_endpoints::rotate_secret, webhook_endpoints::deliveries,
     ),
-    components(schemas(admin::StoreInput, admin::StorePatchInput, admin::PickupInput, admin::ApiInput, admin::CustomHeader, admin::DriverInput, admin::ApiClientInput)),
+    components(schemas(admin::StoreInput, admin::StorePatchInput, admin::PickupInput, admin::ApiInput, admin::CustomHeader, admin::DriverInput, admin::ApiClientInput, webhook_endpoints::EndpointInput, webhook_endpoints::EndpointPatchInput)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

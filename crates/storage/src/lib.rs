@@ -31,6 +31,7 @@ pub mod testing;
 mod time;
 mod timeline;
 mod users;
+mod webhook_endpoints;
 mod writer;
 
 pub use bind::OptF64;
@@ -50,6 +51,7 @@ pub use tenants::*;
 pub use time::{from_ms, now_ms, to_ms};
 pub use timeline::*;
 pub use users::*;
+pub use webhook_endpoints::*;
 pub use writer::WriteConn;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -15,4 +15,5 @@ pub mod orders;
 pub mod system;
 pub mod track;
 pub mod track_choice;
+pub mod webhook_endpoints;
 pub mod webhooks;

@@ -162,6 +162,25 @@ pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<Value> {
             },
             None => Err("the dead letter names no job".into()),
         },
+        "webhook" => match d.context.get("delivery_id").and_then(|v| v.as_str()) {
+            Some(id) => {
+                let id = lastmile_core::WebhookDeliveryId(id.to_owned());
+                match state.db.requeue_webhook_delivery(&d.tenant_id, &id).await {
+                    Ok(true) => Ok(json!({"delivery_id": id, "requeued": true})),
+                    Ok(false) => {
+                        let now = state.db.get_webhook_delivery(&d.tenant_id, &id).await.map(|s| s.state);
+                        let delivery_state = now.unwrap_or_else(|_| "gone".into());
+                        let note = format!("the delivery is {delivery_state}: nothing to replay");
+                        if delivery_state != "done" {
+                            return Ok(json!({"id": d.id, "outcome": "unchanged", "changed": false, "note": note}));
+                        }
+                        Ok(json!({"delivery_id": id, "requeued": false, "note": note}))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            None => Err("the dead letter names no delivery".into()),
+        },
         _ => {
             let store =
                 state.db.get_store(&d.tenant_id, &StoreId(d.store_id.clone())).await.map_err(not_found("store"))?;
