@@ -85,6 +85,8 @@ pub struct Config {
     pub geocoding: crate::geocoder::GeocodingConfig,
     /// Events out: delivery of order events to the tenants' webhook endpoints.
     pub webhooks: WebhooksConfig,
+    /// Payments of catalog orders (`payments.provider`, `payments.required`).
+    pub payments: crate::payments::PaymentsConfig,
 }
 
 /// Outbound webhooks (`/v1/webhook-endpoints`), delivered as Standard Webhooks.
@@ -271,6 +273,7 @@ impl Default for Config {
             allow_private_urls: false,
             geocoding: crate::geocoder::GeocodingConfig::default(),
             webhooks: WebhooksConfig::default(),
+            payments: crate::payments::PaymentsConfig::default(),
         }
     }
 }
@@ -390,6 +393,12 @@ impl Config {
             return bad(
                 "sync.retry_schedule_s must not be empty and sync.max_concurrency_per_store must be positive".into()
             );
+        }
+        if !["test", "none"].contains(&self.payments.provider.as_str()) {
+            return bad("payments.provider must be test or none".into());
+        }
+        if self.payments.required && self.payments.provider == "none" {
+            return bad("payments.required needs a payments.provider".into());
         }
         if self.webhooks.retry_schedule_s.is_empty()
             || self.webhooks.max_concurrency_per_endpoint == 0

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod nominatim;
 pub mod openapi;
 pub mod outbound;
+pub mod payments;
 pub mod realtime;
 pub mod recovery;
 pub mod relay;
