@@ -22,8 +22,9 @@ use utoipa::{Modify, OpenApi};
         order_ops::assign, order_ops::unassign, order_ops::events,
         catalog::put_menu, catalog::patch_item, catalog::list_stores, catalog::get_menu, catalog::search,
         geocode::geocode,
+        keys::create_admin_key, keys::list_admin_keys, keys::revoke_admin_key, keys::audit_log,
     ),
-    components(schemas(admin::StoreInput, admin::StorePatchInput, admin::PickupInput, admin::ApiInput, admin::CustomHeader, admin::DriverInput, admin::ApiClientInput)),
+    components(schemas(admin::StoreInput, admin::StorePatchInput, admin::PickupInput, admin::ApiInput, admin::CustomHeader, admin::DriverInput, admin::ApiClientInput, keys::AdminKeyInput)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
