@@ -13,7 +13,7 @@ async fn delete(app: &TestApp, path: &str, key: &str) -> u16 {
 
 async fn admin_actions_are_audited(backend: Backend) {
     let app = TestApp::spawn_with(backend, |cfg| cfg.dispatch.enabled = false).await;
-    let (_, admin) = app.tenant("audited").await;
+    let (tenant, admin) = app.tenant("audited").await;
     let (_, other) = app.tenant("other").await;
     let (s, ops) = app.post_json("/v1/admin-keys", &admin, &json!({"name": "ops desk"})).await;
     assert_eq!(s, 201, "{ops}");
@@ -123,6 +123,56 @@ async fn admin_actions_are_audited(backend: Backend) {
     }
     // Tenant-scoped.
     assert!(audit_entries(&app, &other, "").await.is_empty());
+
+    // A console user is the actor of what they do, named by their email.
+    let tenant = lastmile_core::TenantId(tenant);
+    let user = lastmile_server::routes::console::create_user(
+        &app.state.db,
+        &tenant,
+        "ana@example.com",
+        "correct horse battery",
+        "admin",
+    )
+    .await
+    .expect("console user");
+    let res = app
+        .http
+        .post(app.url("/v1/console/login"))
+        .json(&json!({"email": "ana@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cookies: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let csrf = res.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
+    let res = app
+        .http
+        .post(app.url("/v1/drivers"))
+        .header("cookie", cookies.join("; "))
+        .header("x-csrf-token", csrf)
+        .json(&json!({"name": "Eero Lahtinen", "capacity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let newest = &audit_entries(&app, &admin, "?limit=1").await[0];
+    assert_eq!(newest["action"], "driver.create");
+    assert_eq!(newest["actor"], json!({"kind": "user", "id": user.id, "name": "ana@example.com"}));
+    let (s, bo) = app
+        .post_json(
+            "/v1/users",
+            &admin,
+            &json!({"email": "bo@example.com", "password": "long enough pw", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{bo}");
+    let newest = &audit_entries(&app, &admin, "?limit=1").await[0];
+    assert_eq!((newest["action"].as_str(), newest["target_id"].as_str()), (Some("user.create"), bo["id"].as_str()));
     app.stop().await;
 }
 
