@@ -47,6 +47,10 @@ pub struct Config {
     pub secret_key: Option<Secret>,
     /// Where a generated key is kept; default: beside the SQLite database (or `./lastmile.key`).
     pub secret_key_file: Option<PathBuf>,
+    /// The secret key before a rotation, 32 bytes base64: decrypt-only, so secrets sealed
+    /// with it stay readable until `lastmile admin rotate-secret-key` re-seals them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_key: Option<Secret>,
     pub body_limit_bytes: usize,
     /// Per-credential request rate (admin key, API client, driver).
     pub rate_limit_per_second: u32,
@@ -251,6 +255,7 @@ impl Default for Config {
             database_url: "sqlite://lastmile.db".into(),
             secret_key: None,
             secret_key_file: None,
+            previous_secret_key: None,
             body_limit_bytes: 1024 * 1024,
             rate_limit_per_second: 500,
             rate_limit_burst: 1000,
@@ -431,6 +436,10 @@ impl Config {
         if let Some(k) = &self.secret_key {
             crate::crypto::decode_key(k.expose()).map_err(ConfigError::Invalid)?;
         }
+        if let Some(k) = &self.previous_secret_key {
+            crate::crypto::decode_key(k.expose())
+                .map_err(|e| ConfigError::Invalid(e.replace("secret_key", "previous_secret_key")))?;
+        }
         self.geocoding.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
@@ -470,6 +479,7 @@ fn setting_keys() -> std::collections::HashSet<String> {
     walk("", &serde_json::to_value(Config::default()).unwrap_or_default(), &mut out);
     // Left out of the defaults' serialization when unset.
     out.insert("secret_key".into());
+    out.insert("previous_secret_key".into());
     out
 }
 
@@ -492,7 +502,7 @@ pub fn ignored_env_vars() -> Vec<String> {
 
 impl Config {
     /// The effective configuration as TOML (the file format), with every secret redacted:
-    /// `secret_key` and the password inside `database_url`.
+    /// `secret_key`, `previous_secret_key` and the password inside `database_url`.
     pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
         let shown = Config { database_url: lastmile_storage::redact_url(&self.database_url), ..self.clone() };
         toml::to_string_pretty(&shown).map_err(|e| ConfigError::Invalid(format!("cannot print as TOML: {e}")))

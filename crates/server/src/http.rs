@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::catalog::router())
         .merge(routes::geocode::router())
         .merge(routes::webhook_endpoints::router())
+        .merge(routes::keys::router())
         .merge(bench_baseline_router(state.cfg.bench_baseline_routes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

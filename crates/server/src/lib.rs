@@ -7,6 +7,7 @@
 //! (dispatch does); handlers parse, call those crates, and answer.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod geocoder;
 pub mod gps;
 pub mod http;
+pub mod keyring;
 pub mod limits;
 pub mod nominatim;
 pub mod openapi;
@@ -59,7 +61,17 @@ pub async fn open_database(cfg: &Config) -> anyhow::Result<Db> {
 
 pub fn load_keys(cfg: &Config) -> anyhow::Result<crypto::Keys> {
     let master = crypto::load_or_create_key(cfg.secret_key.as_ref().map(|s| s.expose()), &cfg.key_file())?;
-    Ok(crypto::Keys::new(master))
+    let previous =
+        cfg.previous_secret_key.iter().map(|k| crypto::decode_key(k.expose())).collect::<Result<Vec<_>, _>>();
+    Ok(crypto::Keys::with_previous(master, previous.map_err(anyhow::Error::msg)?))
+}
+
+/// The keys with the database's API-token signing keys loaded (what `build` and the
+/// `lastmile admin` rotation commands use).
+pub async fn load_keys_with_signing(cfg: &Config, db: &Db) -> anyhow::Result<crypto::Keys> {
+    let keys = load_keys(cfg)?;
+    keys.load_signing_keys(db, cfg.token_ttl_s).await.context("loading the API-token signing keys")?;
+    Ok(keys)
 }
 
 /// A bound, ready server: `addr` is known (port 0 works) before `run` is called.
@@ -71,7 +83,7 @@ pub struct App {
 
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let db = open_database(&cfg).await?;
-    let keys = load_keys(&cfg)?;
+    let keys = load_keys_with_signing(&cfg, &db).await?;
     let bus: Arc<dyn EventBus> = if cfg.bus.starts_with("nats://") {
         Arc::new(lastmile_bus::nats::NatsBus::connect(&cfg.bus).await.context("connecting to NATS JetStream")?)
     } else {

@@ -23,8 +23,9 @@ use utoipa::{Modify, OpenApi};
         catalog::put_menu, catalog::patch_item, catalog::list_stores, catalog::get_menu, catalog::search, catalog::order_payments,
         geocode::geocode,
         webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::read, webhook_endpoints::update, webhook_endpoints::remove, webhook_endpoints::rotate_secret, webhook_endpoints::deliveries,
+        keys::create_admin_key, keys::list_admin_keys, keys::revoke_admin_key, keys::audit_log,
     ),
-    components(schemas(admin::StoreInput, admin::StorePatchInput, admin::PickupInput, admin::ApiInput, admin::CustomHeader, admin::DriverInput, admin::ApiClientInput, webhook_endpoints::EndpointInput, webhook_endpoints::EndpointPatchInput)),
+    components(schemas(admin::StoreInput, admin::StorePatchInput, admin::PickupInput, admin::ApiInput, admin::CustomHeader, admin::DriverInput, admin::ApiClientInput, webhook_endpoints::EndpointInput, webhook_endpoints::EndpointPatchInput, keys::AdminKeyInput)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

@@ -77,7 +77,8 @@ pub async fn put_menu(
 ) -> ApiResult<Json<Value>> {
     let menu: Menu = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
     let menu = menu.validate().map_err(fields)?;
-    let view = state.db.put_menu(&auth.tenant_id, &StoreId(id), menu).await.map_err(not_found("store"))?;
+    let audited = crate::audit::db(&state, &auth, "menu.put", Some(&id));
+    let view = audited.put_menu(&auth.tenant_id, &StoreId(id), menu).await.map_err(not_found("store"))?;
     state.catalog.store_changed(&auth.tenant_id, view.store.clone());
     Ok(Json(menu_json(&view)))
 }
@@ -94,8 +95,7 @@ pub async fn patch_item(
 ) -> ApiResult<Json<Value>> {
     let patch: ItemPatch = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
     patch.validate().map_err(fields)?;
-    let view = state
-        .db
+    let view = crate::audit::db(&state, &auth, "menu_item.update", Some(&item_id))
         .patch_menu_item(&auth.tenant_id, &StoreId(id), &item_id, patch)
         .await
         .map_err(not_found("menu item"))?;

@@ -7,6 +7,7 @@ pub mod driver;
 pub mod driver_app;
 pub mod events;
 pub mod geocode;
+pub mod keys;
 pub mod map;
 pub mod oauth;
 pub mod ops;

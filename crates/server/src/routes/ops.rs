@@ -140,7 +140,7 @@ fn sync_job_of(d: &DeadLetter) -> Option<SyncJobId> {
 /// job is queued again and runs through the worker like any job (breakers, rate limits,
 /// check-before-act); if it fails again it comes back as a new dead letter, and the job's
 /// standing shows beside this one in `GET /v1/dead-letters`.
-pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<Value> {
+pub async fn replay(state: &AppState, auth: &AdminAuth, d: &DeadLetter) -> ApiResult<Value> {
     if d.replay_outcome.as_deref() == Some("succeeded") {
         return Ok(json!({"id": d.id, "outcome": "succeeded", "changed": false, "note": "already replayed"}));
     }
@@ -199,7 +199,9 @@ pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<Value> {
         Ok(v) => ("succeeded", v.clone()),
         Err(e) => ("failed", json!({"error": e})),
     };
-    state.db.record_replay(&d.tenant_id, &d.id, label).await?;
+    let mut entry = crate::audit::entry(auth, "dead_letter.replay", Some(d.id.as_str()));
+    entry.details = Some(json!({"outcome": label, "kind": d.kind}));
+    state.db.with_audit(entry).record_replay(&d.tenant_id, &d.id, label).await?;
     // Only a letter settled by an already-done job sent nothing.
     let changed = detail.get("requeued") != Some(&Value::Bool(false));
     Ok(json!({"id": d.id, "outcome": label, "changed": changed, "detail": detail}))
@@ -212,7 +214,7 @@ pub async fn replay_one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let d = state.db.get_dead_letter(&auth.tenant_id, &DeadLetterId(id)).await.map_err(not_found("dead letter"))?;
-    Ok(Json(replay(&state, &d).await?))
+    Ok(Json(replay(&state, &auth, &d).await?))
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "ops",
@@ -226,7 +228,7 @@ pub async fn bulk_replay(
     let list = state.db.list_dead_letters(&auth.tenant_id, &q.filter()).await?;
     let mut results = Vec::with_capacity(list.len());
     for d in &list {
-        results.push(replay(&state, d).await?);
+        results.push(replay(&state, &auth, d).await?);
     }
     let ok = results.iter().filter(|r| r["outcome"] == "succeeded").count();
     Ok(Json(json!({"replayed": results.len(), "succeeded": ok, "results": results})))

@@ -111,7 +111,8 @@ pub async fn create(
         events: input.events,
         secret_enc: state.keys.encrypt(secret.as_bytes()),
     };
-    let endpoint = state.db.create_webhook_endpoint(&auth.tenant_id, new).await?;
+    let audited = crate::audit::db(&state, &auth, "webhook_endpoint.create", None);
+    let endpoint = audited.create_webhook_endpoint(&auth.tenant_id, new).await?;
     let mut out = view(&endpoint);
     out["secret"] = json!(secret);
     Ok((StatusCode::CREATED, Json(out)))
@@ -164,9 +165,8 @@ pub async fn update(
         events: input.events,
         enabled: input.enabled,
     };
-    let e = state
-        .db
-        .update_webhook_endpoint(&auth.tenant_id, &WebhookEndpointId(id), patch)
+    let e = crate::audit::db(&state, &auth, "webhook_endpoint.update", Some(&id))
+        .update_webhook_endpoint(&auth.tenant_id, &WebhookEndpointId(id.clone()), patch)
         .await
         .map_err(not_found("webhook endpoint"))?;
     Ok(Json(view(&e)))
@@ -176,9 +176,8 @@ pub async fn update(
     responses((status = 204, description = "Deleted; its unfinished deliveries are cancelled"), (status = 404, description = "No such endpoint")),
     security(("admin_key" = [])))]
 pub async fn remove(State(state): State<AppState>, auth: AdminAuth, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    state
-        .db
-        .delete_webhook_endpoint(&auth.tenant_id, &WebhookEndpointId(id))
+    crate::audit::db(&state, &auth, "webhook_endpoint.delete", Some(&id))
+        .delete_webhook_endpoint(&auth.tenant_id, &WebhookEndpointId(id.clone()))
         .await
         .map_err(not_found("webhook endpoint"))?;
     Ok(StatusCode::NO_CONTENT)
@@ -195,9 +194,13 @@ pub async fn rotate_secret(
 ) -> ApiResult<Json<Value>> {
     let secret = new_secret();
     let until = lastmile_storage::now_ms() + (state.cfg.webhooks.rotation_overlap_s as i64) * 1000;
-    state
-        .db
-        .rotate_webhook_secret(&auth.tenant_id, &WebhookEndpointId(id), state.keys.encrypt(secret.as_bytes()), until)
+    crate::audit::db(&state, &auth, "webhook_endpoint.rotate_secret", Some(&id))
+        .rotate_webhook_secret(
+            &auth.tenant_id,
+            &WebhookEndpointId(id.clone()),
+            state.keys.encrypt(secret.as_bytes()),
+            until,
+        )
         .await
         .map_err(not_found("webhook endpoint"))?;
     Ok(Json(json!({"secret": secret, "previous_valid_until": from_ms(until)})))
