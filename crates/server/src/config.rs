@@ -83,6 +83,8 @@ pub struct Config {
     /// platform stand-ins on 127.0.0.1.
     pub allow_private_urls: bool,
     pub geocoding: crate::geocoder::GeocodingConfig,
+    /// Cluster mode (a NATS `bus`): the shared fleet view and dispatch leases.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// Limits at the connection edge (see `serve.rs`); answered before any handler runs.
@@ -234,6 +236,7 @@ impl Default for Config {
             tracking: TrackingConfig::default(),
             allow_private_urls: false,
             geocoding: crate::geocoder::GeocodingConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -378,6 +381,7 @@ impl Config {
             crate::crypto::decode_key(k.expose()).map_err(ConfigError::Invalid)?;
         }
         self.geocoding.validate().map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
