@@ -626,6 +626,14 @@ async fn three_nodes_behind_nginx_survive_losing_one() {
         assert!(Instant::now() < deadline, "orders left without a decision: {open:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Presence is the cluster's word: the matching node heard most drivers only through
+    // the others, and marked none of them offline.
+    let (offline,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM drivers WHERE tenant_id = $1 AND status <> 'online'")
+        .bind(&tenant)
+        .fetch_one(&audit)
+        .await
+        .unwrap();
+    assert_eq!(offline, 0, "drivers heard by other nodes were marked offline");
     stop.store(true, Ordering::SeqCst);
     auditing.store(false, Ordering::SeqCst);
     auditor.await.unwrap();

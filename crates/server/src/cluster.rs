@@ -100,16 +100,26 @@ struct Hello {
     /// False when the node is leaving (graceful shutdown): drop it at once.
     #[serde(default = "yes")]
     alive: bool,
+    /// False when the node does not dispatch (`dispatch.enabled = false`): it takes no
+    /// tenants, so no lease is handed to it.
+    #[serde(default = "yes")]
+    matches: bool,
 }
 
 fn yes() -> bool {
     true
 }
 
+struct Peer {
+    first: Instant,
+    last: Instant,
+    matches: bool,
+}
+
 #[derive(Default)]
 struct Membership {
-    /// Other nodes: when first and last heard.
-    peers: HashMap<String, (Instant, Instant)>,
+    /// Other nodes: when first and last heard, and whether they take tenants.
+    peers: HashMap<String, Peer>,
     /// Tenants whose lease this node holds, and until when it may act on each (a margin
     /// short of the lease's end in the database, measured from before the renewal).
     held: HashMap<TenantId, Instant>,
@@ -167,15 +177,25 @@ impl Cluster {
 
     /// Live members, this node included, sorted.
     pub fn members(&self) -> Vec<String> {
+        self.live(Duration::ZERO, false, true)
+    }
+
+    /// Live members that take tenants, up for at least `settled`, sorted; this node
+    /// included when `me` says it takes tenants.
+    fn live(&self, settled: Duration, only_matchers: bool, me: bool) -> Vec<String> {
         let timeout = Duration::from_millis(self.cfg.member_timeout_ms);
         let mut out: Vec<String> = self
             .lock()
             .peers
             .iter()
-            .filter(|(_, (_, last))| last.elapsed() <= timeout)
+            .filter(|(_, p)| {
+                p.last.elapsed() <= timeout && p.first.elapsed() >= settled && (p.matches || !only_matchers)
+            })
             .map(|(id, _)| id.clone())
             .collect();
-        out.push(self.node_id.to_string());
+        if me {
+            out.push(self.node_id.to_string());
+        }
         out.sort();
         out
     }
@@ -195,21 +215,6 @@ impl Cluster {
         members.iter().max_by_key(|m| rendezvous(tenant.as_str(), m))
     }
 
-    /// Members up for at least `settle`: a lease is handed over only to these, so a node
-    /// that is starting (or flapping) does not pull tenants back and forth.
-    fn settled_members(&self, settle: Duration) -> HashSet<String> {
-        let timeout = Duration::from_millis(self.cfg.member_timeout_ms);
-        let mut out: HashSet<String> = self
-            .lock()
-            .peers
-            .iter()
-            .filter(|(_, (first, last))| last.elapsed() <= timeout && first.elapsed() >= settle)
-            .map(|(id, _)| id.clone())
-            .collect();
-        out.insert(self.node_id.to_string());
-        out
-    }
-
     fn heard_node(&self, hello: &Hello) {
         if hello.node == *self.node_id {
             return;
@@ -220,18 +225,26 @@ impl Cluster {
             return;
         }
         let now = Instant::now();
-        g.peers.entry(hello.node.clone()).and_modify(|(_, last)| *last = now).or_insert((now, now));
+        let peer = g.peers.entry(hello.node.clone()).or_insert(Peer { first: now, last: now, matches: hello.matches });
+        peer.last = now;
+        peer.matches = hello.matches;
     }
 }
 
-/// A stable 64-bit hash of (tenant, node) (FNV-1a: the same on every node and build).
+/// A stable 64-bit hash of (tenant, node), the same on every node and build: FNV-1a, then
+/// a 64-bit finalizer (MurmurHash3's) so names differing only in their last byte still
+/// spread evenly.
 fn rendezvous(tenant: &str, node: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in tenant.bytes().chain([0u8]).chain(node.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Start the cluster's workers (nothing on a single node).
@@ -261,12 +274,13 @@ async fn run_sharing(state: AppState, shutdown: CancellationToken) {
             tracing::warn!(error = %format!("{e:#}"), "sharing fleet news with the cluster failed");
         }
     }
-    let bye = serde_json::to_vec(&Hello { node, alive: false }).unwrap_or_default();
+    let bye = serde_json::to_vec(&Hello { node, alive: false, matches: false }).unwrap_or_default();
     let _ = fanout.publish("nodes", bye).await;
 }
 
 async fn share_once(state: &AppState, fanout: &Fanout, node: &str) -> anyhow::Result<()> {
-    fanout.publish("nodes", serde_json::to_vec(&Hello { node: node.to_owned(), alive: true })?).await?;
+    let hello = Hello { node: node.to_owned(), alive: true, matches: state.cfg.dispatch.enabled };
+    fanout.publish("nodes", serde_json::to_vec(&hello)?).await?;
     let mut by_tenant: HashMap<TenantId, Vec<DriverNote>> = HashMap::new();
     for (tenant, note) in state.fleet.take_shared() {
         by_tenant.entry(tenant).or_default().push(note);
@@ -373,8 +387,12 @@ pub async fn lease_round(state: &AppState) -> anyhow::Result<bool> {
     let mut held: HashSet<TenantId> = state.db.renew_dispatch_leases(&node, now + ttl_ms).await?.into_iter().collect();
     let leases: HashMap<TenantId, (String, i64)> =
         state.db.dispatch_leases().await?.into_iter().map(|l| (l.tenant_id, (l.node_id, l.expires_at))).collect();
-    let members = cluster.members();
-    let settled = cluster.settled_members(Duration::from_millis(cluster.cfg.member_timeout_ms));
+    // Tenants go to the members that match (a node with dispatch off takes none); a lease
+    // is handed over only to a member up for a while, so a node that is starting (or
+    // flapping) does not pull tenants back and forth.
+    let members = cluster.live(Duration::ZERO, true, true);
+    let settled: HashSet<String> =
+        cluster.live(Duration::from_millis(cluster.cfg.member_timeout_ms), true, true).into_iter().collect();
     let mut gained = false;
     for tenant in state.db.tenant_ids().await? {
         let preferred = Cluster::preferred(&tenant, &members).map(String::as_str);
