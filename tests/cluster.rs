@@ -621,7 +621,6 @@ async fn three_nodes_behind_nginx_survive_losing_one() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     intake_stop.store(true, Ordering::SeqCst);
     let (more, unacked) = intake.await.unwrap();
-    let in_flight_at_kill;
     // A request the dead node had taken leaves its Idempotency-Key claimed ("in flight")
     // until the claim is judged abandoned (a minute): retries meanwhile get `409
     // idempotency_key_in_use`. Those orders were never acknowledged; every other one was.
@@ -630,7 +629,7 @@ async fn three_nodes_behind_nginx_survive_losing_one() {
         "orders never acknowledged through the proxy: {unacked:?}\n{}",
         rig.logs()
     );
-    in_flight_at_kill = unacked.len();
+    let in_flight_at_kill = unacked.len();
     acked.extend(more);
 
     // 3. The killed node restarts and rejoins.
@@ -684,15 +683,16 @@ async fn three_nodes_behind_nginx_survive_losing_one() {
     }
     let over = over.lock().unwrap().clone();
     assert!(over.is_empty(), "drivers over capacity: {over:?}");
-    let log = log.lock().unwrap();
-    let homes: HashSet<usize> = log.offers.iter().filter_map(|(_, node)| *node).collect();
-    assert_eq!(homes.len(), NODES, "drivers connected to every node got offers: {:?}", log.offers);
-    assert!(log.gaps.is_empty(), "inbox gaps across reconnects: {:?}", log.gaps);
-    assert!(log.reconnects >= DRIVERS / NODES, "the killed node's drivers reconnected ({})", log.reconnects);
-    let drivers_seen: HashSet<&String> = driver_ids.iter().collect();
-    assert_eq!(drivers_seen.len(), DRIVERS);
-    convergence_ms.sort();
-    eprintln!(
+    {
+        let log = log.lock().unwrap();
+        let homes: HashSet<usize> = log.offers.iter().filter_map(|(_, node)| *node).collect();
+        assert_eq!(homes.len(), NODES, "drivers connected to every node got offers: {:?}", log.offers);
+        assert!(log.gaps.is_empty(), "inbox gaps across reconnects: {:?}", log.gaps);
+        assert!(log.reconnects >= DRIVERS / NODES, "the killed node's drivers reconnected ({})", log.reconnects);
+        let drivers_seen: HashSet<&String> = driver_ids.iter().collect();
+        assert_eq!(drivers_seen.len(), DRIVERS);
+        convergence_ms.sort();
+        eprintln!(
         "cluster test: {} orders acked ({in_flight_at_kill} in flight on the killed node, key still claimed), {} offers, {} reconnects, fleet view on every node within {:?} ms of the orders, lease moved {:?} after the kill; total {:?}",
         acked.len(),
         log.offers.len(),
@@ -701,7 +701,7 @@ async fn three_nodes_behind_nginx_survive_losing_one() {
         lease_moved_in,
         started.elapsed()
     );
-    drop(log);
+    }
     audit.close().await;
     for n in rig.nodes.iter_mut() {
         drop(n.take());
