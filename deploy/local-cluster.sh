@@ -8,7 +8,7 @@
 # Environment (defaults in brackets):
 #   LASTMILE_DATABASE_URL   [postgres://postgres@127.0.0.1:5432/lastmile]  created if missing
 #   LASTMILE_BUS            [nats://127.0.0.1:4222]
-#   LASTMILE_BIN            [target/release/lastmile, else target/debug/lastmile, else `lastmile` on PATH]
+#   LM_BIN                  [target/release/lastmile, else target/debug/lastmile, else `lastmile` on PATH]
 #   PROXY_LISTEN            [127.0.0.1:8080]   where clients connect
 #   FIRST_NODE_PORT         [8081]             nodes listen on 8081, 8082, ...
 #   RUN_DIR                 [./.cluster]       logs, the shared key file, nginx's files
@@ -21,13 +21,13 @@ BUS="${LASTMILE_BUS:-nats://127.0.0.1:4222}"
 PROXY_LISTEN="${PROXY_LISTEN:-127.0.0.1:8080}"
 FIRST_NODE_PORT="${FIRST_NODE_PORT:-8081}"
 RUN_DIR="$(mkdir -p "${RUN_DIR:-.cluster}" && cd "${RUN_DIR:-.cluster}" && pwd)"
-BIN="${LASTMILE_BIN:-}"
+BIN="${LM_BIN:-}"
 if [ -z "$BIN" ]; then
     for b in target/release/lastmile target/debug/lastmile "$(command -v lastmile || true)"; do
         if [ -n "$b" ] && [ -x "$b" ]; then BIN="$b"; break; fi
     done
 fi
-[ -n "$BIN" ] || { echo "no lastmile binary: cargo build --release, or set LASTMILE_BIN" >&2; exit 1; }
+[ -n "$BIN" ] || { echo "no lastmile binary: cargo build --release, or set LM_BIN" >&2; exit 1; }
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install nginx)" >&2; exit 1; }
 
