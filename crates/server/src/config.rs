@@ -87,6 +87,8 @@ pub struct Config {
     /// platform stand-ins on 127.0.0.1.
     pub allow_private_urls: bool,
     pub geocoding: crate::geocoder::GeocodingConfig,
+    /// Cluster mode (a NATS `bus`): the shared fleet view and dispatch leases.
+    pub cluster: crate::cluster::ClusterConfig,
     /// Events out: delivery of order events to the tenants' webhook endpoints.
     pub webhooks: WebhooksConfig,
     /// Payments of catalog orders (`payments.provider`, `payments.required`).
@@ -277,6 +279,7 @@ impl Default for Config {
             tracking: TrackingConfig::default(),
             allow_private_urls: false,
             geocoding: crate::geocoder::GeocodingConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
             webhooks: WebhooksConfig::default(),
             payments: crate::payments::PaymentsConfig::default(),
         }
@@ -441,6 +444,7 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(e.replace("secret_key", "previous_secret_key")))?;
         }
         self.geocoding.validate().map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod dispatcher;
@@ -89,6 +90,11 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     } else {
         Arc::new(InProcessBus::default())
     };
+    let cluster = if cfg.bus.starts_with("nats://") {
+        cluster::Cluster::connect(&cfg.cluster, &cfg.bus).await.context("connecting to NATS for the cluster")?
+    } else {
+        cluster::Cluster::single(&cfg.cluster)
+    };
     let listener = TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let limits = limits::Limits::new(
@@ -116,6 +122,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         web: web::WebState::default(),
         catalog: catalog::Catalog::default(),
         geocoder,
+        cluster,
     };
     Ok(App { addr, state, listener })
 }
@@ -124,7 +131,7 @@ impl App {
     /// Serve until `shutdown` fires; background workers stop with it and finish in-flight work.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let App { addr, state, listener } = self;
-        tracing::info!(%addr, bus = state.bus.name(), db = if state.db.is_postgres() { "postgres" } else { "sqlite" }, "lastmile listening");
+        tracing::info!(%addr, node = state.cluster.node_id(), bus = state.bus.name(), db = if state.db.is_postgres() { "postgres" } else { "sqlite" }, "lastmile listening");
         state.fleet.load(&state.db).await.context("loading drivers into the live index")?;
         state.catalog.load(&state.db).await.context("building the catalog index")?;
         let mut workers = tokio::task::JoinSet::new();
@@ -140,6 +147,7 @@ impl App {
         if state.cfg.sync.enabled {
             workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));
         }
+        cluster::spawn_workers(&mut workers, &state, &shutdown);
         if state.cfg.webhooks.enabled {
             workers.spawn(webhooks_out::run(state.clone(), shutdown.clone()));
         }

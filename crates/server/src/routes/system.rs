@@ -28,7 +28,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::unavailable("the database is not reachable")
     })?;
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(json!({"status": "ready", "cluster": state.cluster.summary()})))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format")))]
