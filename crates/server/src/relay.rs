@@ -33,11 +33,14 @@ pub async fn run(db: Db, bus: Arc<dyn EventBus>, shutdown: CancellationToken) {
 /// Publish one batch of unpublished events, in order; returns how many went out.
 pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
     let events = db.unpublished_events(BATCH).await?;
-    let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
+    if events.is_empty() {
+        return Ok(0);
+    }
     for e in &events {
         bus.publish(e).await?;
     }
-    db.mark_published_through(last).await?;
+    // Exactly these rows: one below the last `seq` that commits meanwhile is still unpublished.
+    db.mark_published(events.iter().map(|e| e.seq).collect()).await?;
     metrics::counter!("lastmile_events_published_total").increment(events.len() as u64);
     Ok(events.len())
 }

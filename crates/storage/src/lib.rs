@@ -9,10 +9,11 @@
 //!
 //! Both backends share one set of queries over `sqlx::Any`: columns use the portable
 //! subset (TEXT, BIGINT, DOUBLE PRECISION, bytes), times are unix milliseconds and JSON is
-//! TEXT. Where the dialects differ (`FOR UPDATE SKIP LOCKED`, advisory locks, migrations)
+//! TEXT. Where the dialects differ (`FOR UPDATE SKIP LOCKED`, the outbox horizon, migrations)
 //! the code branches on [`Dialect`].
 
 mod bind;
+mod bulk;
 mod catalog;
 mod console_feed;
 mod dispatch;
@@ -32,6 +33,8 @@ mod time;
 mod timeline;
 mod users;
 mod writer;
+#[cfg(test)]
+mod write_path_tests;
 
 pub use bind::OptF64;
 pub use catalog::*;
@@ -135,11 +138,14 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// Most write jobs committed by one fsync.
     pub max_batch: usize,
+    /// Writer tasks (each with its own connection, on top of `max_connections`) on
+    /// PostgreSQL; SQLite always has one.
+    pub pg_writers: usize,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { max_connections: 8, max_batch: 128 }
+        Self { max_connections: 8, max_batch: 128, pg_writers: 4 }
     }
 }
 
@@ -160,8 +166,12 @@ impl Db {
             }
             _ => url.to_owned(),
         };
+        let writers = match dialect {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => opts.pg_writers.max(1),
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(opts.max_connections)
+            .max_connections(opts.max_connections + writers as u32)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -177,7 +187,7 @@ impl Db {
             .connect(&url)
             .await?;
         let outbox_notify = Arc::new(Notify::new());
-        let writer = writer::Writer::spawn(pool.clone(), dialect, opts.max_batch, outbox_notify.clone());
+        let writer = writer::Writer::spawn(pool.clone(), writers, opts.max_batch, outbox_notify.clone());
         Ok(Self { pool, dialect, writer, outbox_notify })
     }
 

@@ -1,13 +1,31 @@
 //! The transactional outbox (invariant 5): events are inserted by the same transaction as
 //! the state change they describe; the relay reads them in `seq` order and marks them
 //! published after the bus accepted them (at least once; consumers dedupe by event id).
+//!
+//! Ordering without a lock. Several transactions write the outbox at once (PostgreSQL has
+//! several writer connections per node, and several nodes), so `seq` — taken when a row
+//! is inserted — is not commit order: a row with a lower `seq` may still be in flight while
+//! a higher one is visible. On PostgreSQL every row records its writing transaction
+//! (`txid`, defaulted to `pg_current_xact_id()`), and [`Db::unpublished_events`] returns
+//! rows in `seq` order only up to the first one whose transaction is not older than every
+//! transaction still in flight (`pg_snapshot_xmin` of the reading statement's snapshot).
+//! The relay marks exactly the rows it published ([`Db::mark_published`]), so a row that
+//! commits late is published late, never skipped. What consumers get: every event at least
+//! once; the events of one subject in commit order (a state change and its event are
+//! written under the subject's row lock, so the second writer's rows take later `seq`s);
+//! and when transaction A committed before B began, A's events before B's. SQLite has one
+//! writer, so there `seq` order is commit order.
 
-use crate::{from_ms, get, now_ms, Db, Dialect, Result, WriteConn};
+use crate::{bulk, from_ms, get, now_ms, Db, Dialect, Result, WriteConn};
 use lastmile_core::{Event, EventId, EventKind, TenantId};
 
-/// Arbitrary constant naming the PostgreSQL advisory lock that serializes outbox writers,
-/// so that `seq` order equals commit order even with several nodes writing.
-const OUTBOX_LOCK_KEY: i64 = 0x6c61_7374_6d69;
+/// An event to insert, for [`insert_events_in`].
+pub(crate) struct NewEvent<'a> {
+    pub tenant: &'a TenantId,
+    pub kind: EventKind,
+    pub subject_id: &'a str,
+    pub data: serde_json::Value,
+}
 
 /// Insert one event inside the caller's transaction.
 pub async fn insert_event(
@@ -17,20 +35,30 @@ pub async fn insert_event(
     subject_id: &str,
     data: serde_json::Value,
 ) -> Result<()> {
-    if c.backend_name() == "PostgreSQL" {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK_KEY).execute(&mut *c).await?;
+    insert_events_in(c, &[NewEvent { tenant, kind, subject_id, data }]).await
+}
+
+/// Insert several events inside the caller's transaction, in order, one statement per
+/// chunk of rows.
+pub(crate) async fn insert_events_in(c: &mut WriteConn, events: &[NewEvent<'_>]) -> Result<()> {
+    let now = now_ms();
+    for range in bulk::chunks(events.len()) {
+        let sql = format!(
+            "INSERT INTO outbox (id, tenant_id, kind, subject_id, data, occurred_at) VALUES {}",
+            bulk::values(range.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in &events[range] {
+            q = q
+                .bind(EventId::generate().as_str().to_owned())
+                .bind(e.tenant.as_str())
+                .bind(e.kind.as_str())
+                .bind(e.subject_id)
+                .bind(e.data.to_string())
+                .bind(now);
+        }
+        q.execute(&mut *c).await?;
     }
-    sqlx::query(
-        "INSERT INTO outbox (id, tenant_id, kind, subject_id, data, occurred_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(EventId::generate().as_str())
-    .bind(tenant.as_str())
-    .bind(kind.as_str())
-    .bind(subject_id)
-    .bind(data.to_string())
-    .bind(now_ms())
-    .execute(&mut *c)
-    .await?;
     Ok(())
 }
 
@@ -52,17 +80,66 @@ pub(crate) fn event_from_row(r: &sqlx::any::AnyRow) -> Result<Event> {
 }
 
 impl Db {
-    /// The oldest unpublished events, in commit order.
+    /// The oldest unpublished events that may be published now, in `seq` order: on
+    /// PostgreSQL the list stops before the first row whose transaction is not older than
+    /// every transaction still in flight (see the module documentation).
     pub async fn unpublished_events(&self, limit: i64) -> Result<Vec<Event>> {
-        let rows =
-            sqlx::query(&format!("SELECT {EVENT_COLS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(event_from_row).collect()
+        if self.dialect == Dialect::Sqlite {
+            let rows = sqlx::query(&format!(
+                "SELECT {EVENT_COLS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"
+            ))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            return rows.iter().map(event_from_row).collect();
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLS}, txid, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon \
+             FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (txid, horizon): (Option<i64>, i64) = (get(r, "txid")?, get(r, "horizon")?);
+            if txid.is_some_and(|t| t >= horizon) {
+                break;
+            }
+            out.push(event_from_row(r)?);
+        }
+        Ok(out)
     }
 
-    /// Mark every event up to and including `seq` as published.
+    /// Mark exactly these events published (what the relay handed to the bus).
+    pub async fn mark_published(&self, seqs: Vec<i64>) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| {
+            Box::pin(async move {
+                let now = now_ms();
+                for range in bulk::chunks(seqs.len()) {
+                    let sql = format!(
+                        "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND seq IN ({})",
+                        bulk::list(1, range.len())
+                    );
+                    let mut q = sqlx::query(&sql).bind(now);
+                    for s in &seqs[range] {
+                        q = q.bind(*s);
+                    }
+                    q.execute(&mut *c).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Mark every visible event up to and including `seq` as published. Only for a
+    /// quiescent outbox (tests, tools): with writers in flight a row below `seq` may commit
+    /// after this and be marked without having been published; the relay uses
+    /// [`Db::mark_published`].
     pub async fn mark_published_through(&self, seq: i64) -> Result<()> {
         self.write(move |c| {
             Box::pin(async move {
