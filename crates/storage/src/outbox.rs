@@ -10,7 +10,8 @@
 //! rows in `seq` order only up to the first one whose transaction is not older than every
 //! transaction still in flight (`pg_snapshot_xmin` of the reading statement's snapshot).
 //! The relay marks exactly the rows it published ([`Db::mark_published`]), so a row that
-//! commits late is published late, never skipped. What consumers get: every event at least
+//! commits late is published late, never skipped. The wait is bounded by
+//! [`HORIZON_WAIT_MS`]. What consumers get: every event at least
 //! once; the events of one subject in commit order (a state change and its event are
 //! written under the subject's row lock, so the second writer's rows take later `seq`s);
 //! and when transaction A committed before B began, A's events before B's. SQLite has one
@@ -18,6 +19,13 @@
 
 use crate::{bulk, from_ms, get, now_ms, Db, Dialect, Result, WriteConn};
 use lastmile_core::{Event, EventId, EventKind, TenantId};
+
+/// How long a visible event waits for older transactions still in flight before it is
+/// published anyway. The horizon is the whole PostgreSQL cluster's: another application's
+/// long write transaction would otherwise hold the relay up for as long as it runs. Past
+/// this wait an event may go out ahead of an earlier-sequenced one still in flight (which
+/// then follows when it commits; nothing is skipped).
+pub const HORIZON_WAIT_MS: i64 = 2_000;
 
 /// An event to insert, for [`insert_events_in`].
 pub(crate) struct NewEvent<'a> {
@@ -85,13 +93,7 @@ impl Db {
     /// every transaction still in flight (see the module documentation).
     pub async fn unpublished_events(&self, limit: i64) -> Result<Vec<Event>> {
         if self.dialect == Dialect::Sqlite {
-            let rows = sqlx::query(&format!(
-                "SELECT {EVENT_COLS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"
-            ))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            return rows.iter().map(event_from_row).collect();
+            return self.pending_events(limit).await;
         }
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLS}, txid, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon \
@@ -100,15 +102,27 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        let overdue = now_ms() - HORIZON_WAIT_MS;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let (txid, horizon): (Option<i64>, i64) = (get(r, "txid")?, get(r, "horizon")?);
-            if txid.is_some_and(|t| t >= horizon) {
+            let (txid, horizon, at): (Option<i64>, i64, i64) = (get(r, "txid")?, get(r, "horizon")?, get(r, "occurred_at")?);
+            if txid.is_some_and(|t| t >= horizon) && at > overdue {
                 break;
             }
             out.push(event_from_row(r)?);
         }
         Ok(out)
+    }
+
+    /// Every unpublished event, in `seq` order, whether or not it may be published yet
+    /// (audits, tools and tests; the relay reads [`Db::unpublished_events`]).
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<Event>> {
+        let rows =
+            sqlx::query(&format!("SELECT {EVENT_COLS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     /// Mark exactly these events published (what the relay handed to the bus).

@@ -13,4 +13,4 @@ ALTER TABLE outbox ALTER COLUMN txid SET DEFAULT (pg_current_xact_id()::text::bi
 CREATE INDEX orders_due ON orders(tenant_id, ready_at) WHERE status = 'received' AND dispatch_stalled = 0;
 -- Orders the stall check looks at; flagged ones drop out, so a backlog of stalled orders
 -- costs the backstop tick nothing.
-CREATE INDEX orders_waiting ON orders(ready_at) WHERE status IN ('received', 'dispatching') AND dispatch_stalled = 0;
+CREATE INDEX orders_waiting ON orders(status, dispatch_stalled, ready_at) WHERE status IN ('received', 'dispatching') AND dispatch_stalled = 0;
