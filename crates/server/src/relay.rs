@@ -15,7 +15,8 @@ pub async fn run(db: Db, bus: Arc<dyn EventBus>, shutdown: CancellationToken) {
     let notify = db.outbox_notify();
     loop {
         match relay_batch(&db, bus.as_ref()).await {
-            Ok(n) if n as i64 == BATCH => continue,
+            // Again at once: more may have become publishable meanwhile.
+            Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "outbox relay failed; retrying"),
         }
@@ -32,7 +33,7 @@ pub async fn run(db: Db, bus: Arc<dyn EventBus>, shutdown: CancellationToken) {
 
 /// Publish one batch of unpublished events, in order; returns how many went out.
 pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
-    let events = db.unpublished_events(BATCH).await?;
+    let events = db.next_publishable_events(BATCH).await?;
     if events.is_empty() {
         return Ok(0);
     }

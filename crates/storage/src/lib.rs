@@ -131,6 +131,8 @@ pub struct Db {
     writer: writer::Writer,
     /// Woken after every commit that wrote outbox rows, so the relay need not poll fast.
     outbox_notify: Arc<Notify>,
+    /// See [`DbOptions::outbox_horizon_wait_ms`].
+    horizon_wait_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -141,11 +143,14 @@ pub struct DbOptions {
     /// Writer tasks (each with its own connection, on top of `max_connections`) on
     /// PostgreSQL; SQLite always has one.
     pub pg_writers: usize,
+    /// PostgreSQL: how long a committed outbox event waits for older transactions still in
+    /// flight before the relay publishes it anyway (see the outbox module).
+    pub outbox_horizon_wait_ms: i64,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { max_connections: 8, max_batch: 128, pg_writers: 4 }
+        Self { max_connections: 8, max_batch: 128, pg_writers: 4, outbox_horizon_wait_ms: 2_000 }
     }
 }
 
@@ -187,8 +192,12 @@ impl Db {
             .connect(&url)
             .await?;
         let outbox_notify = Arc::new(Notify::new());
-        let writer = writer::Writer::spawn(pool.clone(), writers, opts.max_batch, outbox_notify.clone());
-        Ok(Self { pool, dialect, writer, outbox_notify })
+        let mut conns = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            conns.push(pool.acquire().await?);
+        }
+        let writer = writer::Writer::spawn(pool.clone(), conns, opts.max_batch, outbox_notify.clone());
+        Ok(Self { pool, dialect, writer, outbox_notify, horizon_wait_ms: opts.outbox_horizon_wait_ms })
     }
 
     pub async fn migrate(&self) -> Result<()> {

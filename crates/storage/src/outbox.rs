@@ -10,8 +10,11 @@
 //! rows in `seq` order only up to the first one whose transaction is not older than every
 //! transaction still in flight (`pg_snapshot_xmin` of the reading statement's snapshot).
 //! The relay marks exactly the rows it published ([`Db::mark_published`]), so a row that
-//! commits late is published late, never skipped. The wait is bounded by
-//! [`HORIZON_WAIT_MS`]. What consumers get: every event at least
+//! commits late is published late, never skipped. The wait is bounded
+//! (`DbOptions::outbox_horizon_wait_ms`, 2 s by default): the horizon is the whole
+//! PostgreSQL cluster's, and another application's long write transaction must not hold
+//! the relay up for as long as it runs. Past the wait an event may go out ahead of an
+//! earlier-sequenced one still in flight, which follows when it commits. What consumers get: every event at least
 //! once; the events of one subject in commit order (a state change and its event are
 //! written under the subject's row lock, so the second writer's rows take later `seq`s);
 //! and when transaction A committed before B began, A's events before B's. SQLite has one
@@ -19,13 +22,6 @@
 
 use crate::{bulk, from_ms, get, now_ms, Db, Dialect, Result, WriteConn};
 use lastmile_core::{Event, EventId, EventKind, TenantId};
-
-/// How long a visible event waits for older transactions still in flight before it is
-/// published anyway. The horizon is the whole PostgreSQL cluster's: another application's
-/// long write transaction would otherwise hold the relay up for as long as it runs. Past
-/// this wait an event may go out ahead of an earlier-sequenced one still in flight (which
-/// then follows when it commits; nothing is skipped).
-pub const HORIZON_WAIT_MS: i64 = 2_000;
 
 /// An event to insert, for [`insert_events_in`].
 pub(crate) struct NewEvent<'a> {
@@ -90,10 +86,30 @@ pub(crate) fn event_from_row(r: &sqlx::any::AnyRow) -> Result<Event> {
 impl Db {
     /// The oldest unpublished events that may be published now, in `seq` order: on
     /// PostgreSQL the list stops before the first row whose transaction is not older than
-    /// every transaction still in flight (see the module documentation).
+    /// every transaction still in flight, unless that row has waited longer than
+    /// `DbOptions::outbox_horizon_wait_ms` (see the module documentation). One query.
     pub async fn unpublished_events(&self, limit: i64) -> Result<Vec<Event>> {
+        Ok(self.publishable(limit).await?.0)
+    }
+
+    /// What the relay reads: [`Db::unpublished_events`], but when the oldest row is held
+    /// back by an older transaction still in flight, wait for it (re-reading every couple of
+    /// milliseconds, at most until that row is overdue) rather than return nothing. The wait
+    /// is the database's clock, not the caller's timers.
+    pub async fn next_publishable_events(&self, limit: i64) -> Result<Vec<Event>> {
+        loop {
+            let (events, held) = self.publishable(limit).await?;
+            if !events.is_empty() || !held {
+                return Ok(events);
+            }
+            sqlx::query("SELECT pg_sleep(0.002)").execute(&self.pool).await?;
+        }
+    }
+
+    /// The publishable prefix, and whether a row after it is held back by the horizon.
+    async fn publishable(&self, limit: i64) -> Result<(Vec<Event>, bool)> {
         if self.dialect == Dialect::Sqlite {
-            return self.pending_events(limit).await;
+            return Ok((self.pending_events(limit).await?, false));
         }
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLS}, txid, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon \
@@ -102,16 +118,16 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let overdue = now_ms() - HORIZON_WAIT_MS;
+        let overdue = now_ms() - self.horizon_wait_ms;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let (txid, horizon, at): (Option<i64>, i64, i64) = (get(r, "txid")?, get(r, "horizon")?, get(r, "occurred_at")?);
             if txid.is_some_and(|t| t >= horizon) && at > overdue {
-                break;
+                return Ok((out, true));
             }
             out.push(event_from_row(r)?);
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// Every unpublished event, in `seq` order, whether or not it may be published yet

@@ -277,7 +277,8 @@ async fn write_event(db: &Db, tenant: &TenantId, subject: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_never_publishes_past_a_transaction_in_flight() {
     let Some(t) = TestDb::postgres().await else { return };
-    let db = &t.db;
+    // Wait as long as it takes for older transactions (the default gives up after 2 s).
+    let db = &Db::connect(&t.url, DbOptions { outbox_horizon_wait_ms: 600_000, ..DbOptions::default() }).await.unwrap();
     let tenant = TenantId::generate();
     // An earlier-sequenced event whose transaction is still open…
     let (go, held) = held_event(db, &tenant).await;
@@ -300,6 +301,7 @@ async fn the_relay_never_publishes_past_a_transaction_in_flight() {
     assert_eq!(subjects, vec!["held", "later"], "in seq order once the first committed");
     db.mark_published(events.iter().map(|e| e.seq).collect()).await.unwrap();
     assert!(db.unpublished_events(100).await.unwrap().is_empty());
+    db.close().await;
     t.cleanup().await;
 }
 
@@ -318,7 +320,7 @@ async fn concurrent_writers_lose_no_event_and_keep_each_subjects_order() {
                 let mut published: Vec<Event> = Vec::new();
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
                 while published.len() < TOTAL && tokio::time::Instant::now() < deadline {
-                    let batch = db.unpublished_events(37).await.unwrap();
+                    let batch = db.next_publishable_events(37).await.unwrap();
                     if batch.is_empty() {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;

@@ -11,13 +11,16 @@
 //! job that fails is rolled back without taking its neighbours along), none when alone.
 //!
 //! SQLite allows one writer at a time, so it gets one writer task (no lock contention).
-//! PostgreSQL gets several (`DbOptions::pg_writers`), each on its own connection: while one
-//! commits, the next collects and runs its batch.
+//! PostgreSQL gets several (`DbOptions::pg_writers`): while one commits, the next collects
+//! and runs its batch. Each writer keeps its own connection, taken from the pool when the
+//! handle is opened (a batch never waits for a pooled connection), and replaces it from
+//! the pool only if it breaks.
 
 use crate::intake::{intake_batch_in, intake_one_in, IntakeItem, IntakeOutcome};
 use crate::{Result, StorageError};
 use futures::future::BoxFuture;
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 
@@ -49,13 +52,18 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn spawn(pool: AnyPool, writers: usize, max_batch: usize, notify: Arc<Notify>) -> Self {
+    /// One writer task per connection in `conns`.
+    pub(crate) fn spawn(pool: AnyPool, conns: Vec<PoolConnection<Any>>, max_batch: usize, notify: Arc<Notify>) -> Self {
         let max_batch = max_batch.max(1);
         let (tx, rx) = mpsc::channel::<Job>(max_batch * 8);
         let rx = Arc::new(Mutex::new(rx));
         let (stop, _) = watch::channel(false);
-        let tasks = (0..writers.max(1))
-            .map(|_| tokio::spawn(run(pool.clone(), rx.clone(), max_batch, notify.clone(), stop.subscribe())))
+        let tasks = conns
+            .into_iter()
+            .map(|conn| {
+                let (pool, rx, notify, stop) = (pool.clone(), rx.clone(), notify.clone(), stop.subscribe());
+                tokio::spawn(run(pool, conn, rx, max_batch, notify, stop))
+            })
             .collect();
         Self { tx, tasks: Arc::new(Mutex::new(tasks)), stop: Arc::new(stop) }
     }
@@ -123,11 +131,13 @@ fn completion_err<T: Send + 'static>(otx: oneshot::Sender<Result<T>>, err: Stora
 
 async fn run(
     pool: AnyPool,
+    conn: PoolConnection<Any>,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
     notify: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut conn = Some(conn);
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     loop {
         {
@@ -150,21 +160,44 @@ async fn run(
                 }
             }
         }
-        commit_batch(&pool, &mut batch).await;
+        if conn.is_none() {
+            conn = pool.acquire().await.map_err(|e| tracing::error!(error = %e, "storage writer: no connection")).ok();
+        }
+        match conn.as_mut() {
+            Some(c) => {
+                if !commit_batch(c, &mut batch).await {
+                    // Replace a connection that failed to begin or commit.
+                    conn = None;
+                }
+            }
+            None => fail_all(&mut batch, "no database connection"),
+        }
         notify.notify_one();
     }
     tracing::debug!("storage writer stopped");
 }
 
-async fn begin(pool: &AnyPool) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, String> {
-    pool.begin().await.map_err(|e| {
-        let msg = format!("could not begin transaction: {e}");
-        tracing::error!(error = %msg, "storage writer");
-        msg
-    })
+async fn exec(c: &mut WriteConn, sql: &str) -> std::result::Result<(), String> {
+    sqlx::query(sql).execute(&mut *c).await.map(|_| ()).map_err(|e| format!("{sql} failed: {e}"))
 }
 
-async fn commit_batch(pool: &AnyPool, batch: &mut Vec<Job>) {
+/// Answer every job of a batch that could not run. A dropped closure job answers its
+/// caller `WriterStopped`.
+fn fail_all(batch: &mut Vec<Job>, msg: &str) {
+    tracing::error!(error = %msg, jobs = batch.len(), "storage writer");
+    for job in batch.drain(..) {
+        if let Job::Intake(j) = job {
+            let _ = j.reply.send(Err(StorageError::CommitFailed(msg.to_owned())));
+        }
+    }
+}
+
+/// Run and commit one batch on `c`; returns false if the connection should be replaced.
+async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
+    if let Err(msg) = exec(c, "BEGIN").await {
+        fail_all(batch, &msg);
+        return false;
+    }
     let mut intakes = Vec::new();
     let mut closures = Vec::new();
     for job in batch.drain(..) {
@@ -173,36 +206,26 @@ async fn commit_batch(pool: &AnyPool, batch: &mut Vec<Job>) {
             Job::Closure(j) => closures.push(j),
         }
     }
-    let mut tx = match begin(pool).await {
-        Ok(tx) => tx,
-        Err(msg) => {
-            for j in intakes {
-                let _ = j.reply.send(Err(StorageError::CommitFailed(msg.clone())));
-            }
-            // Dropping a closure job answers its caller `WriterStopped`.
-            return;
-        }
-    };
     let mut intake_results: Vec<Result<IntakeOutcome>> = Vec::with_capacity(intakes.len());
     if !intakes.is_empty() {
         let items: Vec<&IntakeItem> = intakes.iter().map(|j| &j.item).collect();
-        match intake_batch_in(&mut tx, &items).await {
+        match intake_batch_in(c, &items).await {
             Ok(outcomes) => intake_results.extend(outcomes.into_iter().map(Ok)),
             Err(e) => {
                 // Nothing else ran in this transaction yet: start over, one job at a time.
                 tracing::debug!(error = %e, jobs = items.len(), "batched intake failed; retrying job by job");
-                let _ = tx.rollback().await;
-                tx = match begin(pool).await {
-                    Ok(tx) => tx,
-                    Err(msg) => {
-                        for j in intakes {
-                            let _ = j.reply.send(Err(StorageError::CommitFailed(msg.clone())));
-                        }
-                        return;
-                    }
+                let restarted = match exec(c, "ROLLBACK").await {
+                    Ok(()) => exec(c, "BEGIN").await,
+                    Err(msg) => Err(msg),
                 };
+                if let Err(msg) = restarted {
+                    batch.extend(intakes.into_iter().map(Job::Intake));
+                    batch.extend(closures.into_iter().map(Job::Closure));
+                    fail_all(batch, &msg);
+                    return false;
+                }
                 for item in &items {
-                    intake_results.push(isolated_intake(&mut tx, item).await);
+                    intake_results.push(isolated_intake(c, item).await);
                 }
             }
         }
@@ -213,29 +236,29 @@ async fn commit_batch(pool: &AnyPool, batch: &mut Vec<Job>) {
     let mut completions: Vec<Completion> = Vec::with_capacity(closures.len());
     let mut all_ok = true;
     for job in closures {
-        let (ok, done) = job(&mut tx, !alone).await;
+        let (ok, done) = job(c, !alone).await;
         all_ok &= ok;
         completions.push(done);
     }
-    let outcome = if alone && !all_ok {
-        let _ = tx.rollback().await;
-        Ok(())
-    } else {
-        tx.commit().await.map_err(|e| {
-            tracing::error!(error = %e, jobs = completions.len() + intakes.len(), "group commit failed");
-            e.to_string()
-        })
-    };
-    for c in completions {
-        c(outcome.clone());
+    let outcome = if alone && !all_ok { exec(c, "ROLLBACK").await.map(|_| ()) } else { exec(c, "COMMIT").await };
+    if let Err(msg) = &outcome {
+        tracing::error!(error = %msg, jobs = completions.len() + intakes.len(), "group commit failed");
+        // Leave no transaction open on a connection that stays.
+        let _ = exec(c, "ROLLBACK").await;
+    }
+    // A failed rollback of a lone failed job leaves its own error as the answer.
+    let answer = if alone && !all_ok { Ok(()) } else { outcome.clone() };
+    for done in completions {
+        done(answer.clone());
     }
     for (j, r) in intakes.into_iter().zip(intake_results) {
-        let answer = match &outcome {
+        let reply = match &answer {
             Ok(()) => r,
             Err(msg) => Err(StorageError::CommitFailed(msg.clone())),
         };
-        let _ = j.reply.send(answer);
+        let _ = j.reply.send(reply);
     }
+    outcome.is_ok()
 }
 
 /// One intake job in its own SAVEPOINT (the retry of a failed batch).
