@@ -66,6 +66,10 @@ pub(crate) async fn insert_events_in(c: &mut WriteConn, events: &[NewEvent<'_>])
     Ok(())
 }
 
+/// The extra outbox columns [`Db::horizon_cut`] reads (PostgreSQL; SQLite reads none of
+/// them, but the `txid` column exists there too and the horizon is simply `seq`'s).
+pub(crate) const HORIZON_COLS: &str = "txid, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon";
+
 /// The columns [`event_from_row`] reads.
 pub(crate) const EVENT_COLS: &str = "seq, id, tenant_id, kind, subject_id, data, occurred_at";
 
@@ -112,22 +116,31 @@ impl Db {
             return Ok((self.pending_events(limit).await?, false));
         }
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLS}, txid, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon \
-             FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"
+            "SELECT {EVENT_COLS}, {HORIZON_COLS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        let cut = self.horizon_cut(&rows)?;
+        let out = rows[..cut].iter().map(event_from_row).collect::<Result<_>>()?;
+        Ok((out, cut < rows.len()))
+    }
+
+    /// How many of `rows` (in `seq` order, selected with [`HORIZON_COLS`]) may be handed out
+    /// now: up to the first whose transaction is not older than every one in flight and has
+    /// not waited past the horizon wait. Readers that page by `seq` use it too.
+    pub(crate) fn horizon_cut(&self, rows: &[sqlx::any::AnyRow]) -> Result<usize> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(rows.len());
+        }
         let overdue = now_ms() - self.horizon_wait_ms;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
+        for (i, r) in rows.iter().enumerate() {
             let (txid, horizon, at): (Option<i64>, i64, i64) = (get(r, "txid")?, get(r, "horizon")?, get(r, "occurred_at")?);
             if txid.is_some_and(|t| t >= horizon) && at > overdue {
-                return Ok((out, true));
+                return Ok(i);
             }
-            out.push(event_from_row(r)?);
         }
-        Ok((out, false))
+        Ok(rows.len())
     }
 
     /// Every unpublished event, in `seq` order, whether or not it may be published yet
