@@ -94,11 +94,7 @@ async fn killed_relay_loses_and_reorders_nothing(bus: Arc<dyn EventBus>, tdb: Te
     let before_kill = collect_until(&mut sub, &ours, Vec::new(), 17).await;
     relay.abort(); // killed mid-stream: 17 published, none marked
     let _ = relay.await;
-    assert_eq!(
-        db.pending_events(10_000).await.unwrap().len(),
-        expected.len(),
-        "nothing was marked before the kill"
-    );
+    assert_eq!(db.pending_events(10_000).await.unwrap().len(), expected.len(), "nothing was marked before the kill");
 
     let stop2 = CancellationToken::new();
     let relay2 = tokio::spawn(lastmile_server::relay::run(db.clone(), bus.clone(), stop2.clone()));

@@ -5,11 +5,11 @@
 use crate::orders::{cancel_in, load_order_in, order_from_row, ORDER_COLS};
 use crate::outbox::{insert_events_in, NewEvent};
 use crate::{bulk, get, now_ms, outbox::insert_event, to_ms, Db, Result, StorageError, WriteConn};
-use std::collections::{BTreeMap, HashSet};
 use lastmile_core::{
     DeadLetterId, EventKind, NormalizedOrder, Order, OrderId, OrderStatus, PayloadId, Platform, PlatformState, StoreId,
     TenantId,
 };
+use std::collections::{BTreeMap, HashSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntakeResult {
@@ -120,7 +120,13 @@ fn body_sha256(body: &[u8]) -> String {
 }
 
 /// [`archive_in`] under an id the caller chose (already written into the order row).
-async fn archive_as_in(c: &mut WriteConn, src: &IntakeSource, raw: &RawDelivery, result: &str, id: &PayloadId) -> Result<()> {
+async fn archive_as_in(
+    c: &mut WriteConn,
+    src: &IntakeSource,
+    raw: &RawDelivery,
+    result: &str,
+    id: &PayloadId,
+) -> Result<()> {
     let now = now_ms();
     let sha = body_sha256(&raw.body);
     // The body once per tenant and content; a replay of the same bytes adds only a row.
@@ -149,7 +155,8 @@ async fn archive_as_in(c: &mut WriteConn, src: &IntakeSource, raw: &RawDelivery,
     Ok(())
 }
 
-const RAW_PAYLOAD_COLS: &str = "id, tenant_id, store_id, platform, headers_json, body, result, received_at, body_sha256";
+const RAW_PAYLOAD_COLS: &str =
+    "id, tenant_id, store_id, platform, headers_json, body, result, received_at, body_sha256";
 
 pub(crate) async fn find_in(c: &mut WriteConn, src: &IntakeSource, platform_order_id: &str) -> Result<Option<Order>> {
     let row = sqlx::query(&format!(
@@ -405,8 +412,9 @@ pub(crate) async fn intake_one_in(c: &mut WriteConn, it: &IntakeItem) -> Result<
 pub(crate) async fn intake_batch_in(c: &mut WriteConn, items: &[&IntakeItem]) -> Result<Vec<IntakeOutcome>> {
     let existing = existing_keys_in(c, items).await?;
     let mut seen: HashSet<OrderKey<'_>> = HashSet::new();
-    let fresh: Vec<usize> =
-        (0..items.len()).filter(|&i| !existing.contains(&order_key(items[i])) && seen.insert(order_key(items[i]))).collect();
+    let fresh: Vec<usize> = (0..items.len())
+        .filter(|&i| !existing.contains(&order_key(items[i])) && seen.insert(order_key(items[i])))
+        .collect();
     let mut out: Vec<Option<IntakeOutcome>> = vec![None; items.len()];
     if !fresh.is_empty() {
         for (i, id) in create_orders_in(c, items, &fresh).await? {

@@ -32,9 +32,9 @@ pub mod testing;
 mod time;
 mod timeline;
 mod users;
-mod writer;
 #[cfg(test)]
 mod write_path_tests;
+mod writer;
 
 pub use bind::OptF64;
 pub use catalog::*;

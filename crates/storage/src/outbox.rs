@@ -135,7 +135,8 @@ impl Db {
         }
         let overdue = now_ms() - self.horizon_wait_ms;
         for (i, r) in rows.iter().enumerate() {
-            let (txid, horizon, at): (Option<i64>, i64, i64) = (get(r, "txid")?, get(r, "horizon")?, get(r, "occurred_at")?);
+            let (txid, horizon, at): (Option<i64>, i64, i64) =
+                (get(r, "txid")?, get(r, "horizon")?, get(r, "occurred_at")?);
             if txid.is_some_and(|t| t >= horizon) && at > overdue {
                 return Ok(i);
             }

@@ -81,7 +81,7 @@ async fn a_batch_resolves_duplicates_inside_itself() {
     for t in TestDb::all().await {
         let db = &t.db;
         let src = seed(db).await;
-        let items = vec![
+        let items = [
             item(&src, "A", 10),
             item(&src, "B", 10),
             item(&src, "A", 10),
@@ -269,9 +269,11 @@ async fn held_event(db: &Db, tenant: &TenantId) -> (oneshot::Sender<()>, tokio::
 
 async fn write_event(db: &Db, tenant: &TenantId, subject: &str) {
     let (t, s) = (tenant.clone(), subject.to_owned());
-    db.write(move |c| Box::pin(async move { insert_event(c, &t, EventKind::OrderUpdated, &s, serde_json::json!({})).await }))
-        .await
-        .unwrap();
+    db.write(move |c| {
+        Box::pin(async move { insert_event(c, &t, EventKind::OrderUpdated, &s, serde_json::json!({})).await })
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +287,11 @@ async fn the_relay_never_publishes_past_a_transaction_in_flight() {
     // …and a later one, committed (another writer connection).
     write_event(db, &tenant, "later").await;
     let visible = db.unpublished_events(100).await.unwrap();
-    assert!(visible.is_empty(), "published past an open transaction: {:?}", visible.iter().map(|e| e.seq).collect::<Vec<_>>());
+    assert!(
+        visible.is_empty(),
+        "published past an open transaction: {:?}",
+        visible.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
     go.send(()).unwrap();
     held.await.unwrap().unwrap();
     // Other write transactions of the cluster (other tests) may hold the horizon a moment.

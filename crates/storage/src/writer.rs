@@ -40,7 +40,7 @@ pub(crate) struct IntakeJob {
 
 pub(crate) enum Job {
     Closure(ClosureJob),
-    Intake(IntakeJob),
+    Intake(Box<IntakeJob>),
 }
 
 #[derive(Clone)]
@@ -110,7 +110,10 @@ impl Writer {
     /// Take in one platform order delivery in the next group commit.
     pub(crate) async fn submit_intake(&self, item: IntakeItem) -> Result<IntakeOutcome> {
         let (reply, orx) = oneshot::channel();
-        self.tx.send(Job::Intake(IntakeJob { item, reply })).await.map_err(|_| StorageError::WriterStopped)?;
+        self.tx
+            .send(Job::Intake(Box::new(IntakeJob { item, reply })))
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
         orx.await.map_err(|_| StorageError::WriterStopped)?
     }
 
