@@ -51,7 +51,10 @@ impl Db {
     /// The tenant's events after `seq`, oldest first. On PostgreSQL the list stops before an
     /// event whose transaction is not older than every one still in flight (the relay's
     /// horizon, see the outbox module), so a stream resumed from the last `seq` it saw does
-    /// not step over an earlier-sequenced event that commits a moment later.
+    /// not step over an earlier-sequenced event that commits a moment later — unless that
+    /// event's transaction is the newer of the two (it took its transaction id after the
+    /// other, but its `seq` before), or the horizon wait ran out; consumers that must see
+    /// every event read the bus, which the relay feeds without gaps.
     pub async fn tenant_events_after(&self, tenant: &TenantId, seq: i64, limit: i64) -> Result<Vec<FeedEvent>> {
         let extra = if self.dialect == crate::Dialect::Postgres {
             format!(", {}", crate::outbox::HORIZON_COLS)
