@@ -75,6 +75,8 @@ pub struct Config {
     pub bench_baseline_routes: bool,
     pub dispatch: DispatchConfig,
     pub sync: SyncConfig,
+    /// The group-commit writer.
+    pub storage: StorageConfig,
     pub edge: EdgeConfig,
     /// The console, tracking page and driver app.
     pub web: crate::web::WebConfig,
@@ -236,6 +238,23 @@ pub struct DispatchConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Writer connections on PostgreSQL, each committing its own batches (SQLite has one
+    /// writer whatever this says).
+    pub pg_writers: usize,
+    /// Most writes one group commit (one fsync) carries.
+    pub max_batch: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let d = lastmile_storage::DbOptions::default();
+        Self { pg_writers: d.pg_writers, max_batch: d.max_batch }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct SyncConfig {
     pub enabled: bool,
     pub poll_ms: u64,
@@ -273,6 +292,7 @@ impl Default for Config {
             bench_baseline_routes: false,
             dispatch: DispatchConfig::default(),
             sync: SyncConfig::default(),
+            storage: StorageConfig::default(),
             edge: EdgeConfig::default(),
             web: crate::web::WebConfig::default(),
             public_url: None,
@@ -369,6 +389,9 @@ impl Config {
             || self.database_url.starts_with("postgresql:"))
         {
             return bad("database_url must start with sqlite:, postgres: or postgresql:".into());
+        }
+        if self.storage.pg_writers == 0 || self.storage.max_batch == 0 {
+            return bad("storage.pg_writers and storage.max_batch must be at least 1".into());
         }
         if self.body_limit_bytes < 1024 {
             return bad("body_limit_bytes must be at least 1024".into());

@@ -196,6 +196,11 @@ impl LiveFleet {
         self.lock().indexes.get(tenant).map(|ix| ix.nearest(point, k, radius_m)).unwrap_or_default()
     }
 
+    /// Tenants with at least one driver free to take an offer now.
+    pub fn tenants_with_available(&self) -> Vec<TenantId> {
+        self.lock().indexes.iter().filter(|(_, ix)| ix.available_len() > 0).map(|(t, _)| t.clone()).collect()
+    }
+
     /// Positions that changed since the last call (for the history flusher).
     pub fn take_moved(&self) -> Vec<(DriverId, TenantId, GeoPoint, i64)> {
         let mut g = self.lock();
@@ -424,7 +429,13 @@ pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
     // An order ready later than this cannot be due: even with no driver in reach its slack
     // is at least its time to ready minus `max_pickup_s`.
     let horizon_ms = ((model.max_pickup_s + cfg.lead_s.max(0.0)) * 1000.0).min(i64::MAX as f64 / 4.0) as i64;
-    let candidates = state.db.dispatch_candidates_ready_by(5000, now.saturating_add(horizon_ms)).await?;
+    // Only tenants with a free driver are read: a backlog of orders nobody can take now
+    // (no driver online) costs a round nothing.
+    let mut candidates = Vec::new();
+    for tenant in state.fleet.tenants_with_available() {
+        let ready_by = now.saturating_add(horizon_ms);
+        candidates.extend(state.db.dispatch_candidates_for_tenant(&tenant, 5000, ready_by).await?);
+    }
     let mut by_tenant: HashMap<TenantId, Vec<OrderSlot>> = HashMap::new();
     for c in candidates {
         let Ok(pickup) = GeoPoint::new(c.pickup_lat, c.pickup_lng) else { continue };

@@ -53,7 +53,9 @@ pub async fn open_database(cfg: &Config) -> anyhow::Result<Db> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
-    let db = Db::connect(&cfg.database_url, DbOptions::default())
+    let opts =
+        DbOptions { pg_writers: cfg.storage.pg_writers, max_batch: cfg.storage.max_batch, ..DbOptions::default() };
+    let db = Db::connect(&cfg.database_url, opts)
         .await
         .with_context(|| format!("connecting to {}", lastmile_storage::redact_url(&cfg.database_url)))?;
     db.migrate().await.context("running migrations")?;

@@ -15,7 +15,8 @@ pub async fn run(db: Db, bus: Arc<dyn EventBus>, shutdown: CancellationToken) {
     let notify = db.outbox_notify();
     loop {
         match relay_batch(&db, bus.as_ref()).await {
-            Ok(n) if n as i64 == BATCH => continue,
+            // Again at once: more may have become publishable meanwhile.
+            Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "outbox relay failed; retrying"),
         }
@@ -32,15 +33,18 @@ pub async fn run(db: Db, bus: Arc<dyn EventBus>, shutdown: CancellationToken) {
 
 /// Publish one batch of unpublished events, in order; returns how many went out.
 pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
-    let events = db.unpublished_events(BATCH).await?;
-    let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
+    let events = db.next_publishable_events(BATCH).await?;
+    if events.is_empty() {
+        return Ok(0);
+    }
     for e in &events {
         bus.publish(e).await?;
     }
     let n = events.len();
-    // Marking the batch published also queues it for the tenants' webhook endpoints, in
-    // the same commit, so each event reaches each subscribed endpoint's queue once.
-    let queued = db.fan_out_and_mark_published(events, last).await?;
+    // Exactly these rows (one below the last `seq` that commits meanwhile is still
+    // unpublished), marked in the same commit that queues them for the tenants' webhook
+    // endpoints, so each event reaches each subscribed endpoint's queue once.
+    let queued = db.fan_out_and_mark_published(events).await?;
     metrics::counter!("lastmile_events_published_total").increment(n as u64);
     if queued > 0 {
         metrics::counter!("lastmile_webhook_deliveries_queued_total").increment(queued as u64);

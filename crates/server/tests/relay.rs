@@ -73,13 +73,13 @@ async fn collect_until(sub: &mut Subscription, ours: &HashSet<String>, mut out: 
 async fn killed_relay_loses_and_reorders_nothing(bus: Arc<dyn EventBus>, tdb: TestDb) {
     let db = tdb.db.clone();
     // Start from a clean slate: mark what earlier setup produced.
-    if let Some(last) = db.unpublished_events(100_000).await.unwrap().last() {
+    if let Some(last) = db.pending_events(100_000).await.unwrap().last() {
         db.mark_published_through(last.seq).await.unwrap();
     }
     let mut sub = bus.subscribe();
     let subjects = make_events(&db, 40).await;
     let expected: Vec<Event> = db
-        .unpublished_events(10_000)
+        .pending_events(10_000)
         .await
         .unwrap()
         .into_iter()
@@ -94,11 +94,7 @@ async fn killed_relay_loses_and_reorders_nothing(bus: Arc<dyn EventBus>, tdb: Te
     let before_kill = collect_until(&mut sub, &ours, Vec::new(), 17).await;
     relay.abort(); // killed mid-stream: 17 published, none marked
     let _ = relay.await;
-    assert_eq!(
-        db.unpublished_events(10_000).await.unwrap().len(),
-        expected.len(),
-        "nothing was marked before the kill"
-    );
+    assert_eq!(db.pending_events(10_000).await.unwrap().len(), expected.len(), "nothing was marked before the kill");
 
     let stop2 = CancellationToken::new();
     let relay2 = tokio::spawn(lastmile_server::relay::run(db.clone(), bus.clone(), stop2.clone()));
@@ -111,7 +107,7 @@ async fn killed_relay_loses_and_reorders_nothing(bus: Arc<dyn EventBus>, tdb: Te
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     stop2.cancel();
     relay2.await.unwrap();
-    assert!(db.unpublished_events(10).await.unwrap().is_empty(), "all marked published after the restart");
+    assert!(db.pending_events(10).await.unwrap().is_empty(), "all marked published after the restart");
     tdb.cleanup().await;
 }
 

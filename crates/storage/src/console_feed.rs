@@ -48,17 +48,30 @@ impl Db {
         rows.iter().map(order_from_row).collect()
     }
 
-    /// The tenant's events after `seq`, oldest first.
+    /// The tenant's events after `seq`, oldest first. On PostgreSQL the list stops before an
+    /// event whose transaction is not older than every one still in flight (the relay's
+    /// horizon, see the outbox module), so a stream resumed from the last `seq` it saw does
+    /// not step over an earlier-sequenced event that commits a moment later — unless that
+    /// event's transaction is the newer of the two (it took its transaction id after the
+    /// other, but its `seq` before), or the horizon wait ran out; consumers that must see
+    /// every event read the bus, which the relay feeds without gaps.
     pub async fn tenant_events_after(&self, tenant: &TenantId, seq: i64, limit: i64) -> Result<Vec<FeedEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, id, kind, subject_id, data, occurred_at FROM outbox WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
+        let extra = if self.dialect == crate::Dialect::Postgres {
+            format!(", {}", crate::outbox::HORIZON_COLS)
+        } else {
+            String::new()
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT seq, id, kind, subject_id, data, occurred_at{extra} FROM outbox WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        ))
         .bind(tenant.as_str())
         .bind(seq)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let cut = self.horizon_cut(&rows)?;
+        rows[..cut]
+            .iter()
             .map(|r| {
                 let data: String = get(r, "data")?;
                 Ok(FeedEvent {

@@ -310,15 +310,39 @@ impl Db {
     /// for orders that could come due now, so orders scheduled far ahead cost it nothing
     /// (both queries use the `(status, ready_at)` index).
     pub async fn dispatch_candidates_ready_by(&self, limit: i64, ready_by: i64) -> Result<Vec<DispatchCandidate>> {
+        self.candidates_where("", None, limit, ready_by).await
+    }
+
+    /// One tenant's orders waiting for a driver, ready at or before `ready_by`, oldest
+    /// readiness first: what a matching round reads for a tenant with free drivers. Reads
+    /// the `orders_due` index only (stalled and assigned orders are not in it), so a round's
+    /// cost follows the due orders, not the tenant's whole order history.
+    pub async fn dispatch_candidates_for_tenant(
+        &self,
+        tenant: &TenantId,
+        limit: i64,
+        ready_by: i64,
+    ) -> Result<Vec<DispatchCandidate>> {
+        self.candidates_where(" AND o.tenant_id = $3", Some(tenant), limit, ready_by).await
+    }
+
+    async fn candidates_where(
+        &self,
+        filter: &str,
+        tenant: Option<&TenantId>,
+        limit: i64,
+        ready_by: i64,
+    ) -> Result<Vec<DispatchCandidate>> {
         let cols: String = ORDER_COLS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ");
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {cols}, o.dispatch_attempts, s.pickup_lat, s.pickup_lng FROM orders o JOIN stores s ON s.id = o.store_id \
-             WHERE o.status = 'received' AND o.dispatch_stalled = 0 AND o.ready_at <= $2 ORDER BY o.ready_at LIMIT $1"
-        ))
-        .bind(limit)
-        .bind(ready_by)
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE o.status = 'received' AND o.dispatch_stalled = 0 AND o.ready_at <= $2{filter} ORDER BY o.ready_at LIMIT $1"
+        );
+        let mut q = sqlx::query(&sql).bind(limit).bind(ready_by);
+        if let Some(t) = tenant {
+            q = q.bind(t.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(DispatchCandidate {
@@ -329,17 +353,22 @@ impl Db {
                 attempts: get(row, "dispatch_attempts")?,
             });
         }
-        // One query for every candidate's excluded drivers (not one per order).
-        let excluded = sqlx::query(
-            "SELECT f.order_id, f.driver_id FROM offers f JOIN orders o ON o.id = f.order_id \
-             WHERE o.status = 'received' AND o.dispatch_stalled = 0 AND o.ready_at <= $1 AND f.state IN ('declined', 'expired')",
-        )
-        .bind(ready_by)
-        .fetch_all(&self.pool)
-        .await?;
+        // The candidates' excluded drivers, looked up by order id (the `offers_order` index),
+        // a chunk of orders per query.
         let mut by_order: std::collections::HashMap<String, Vec<DriverId>> = std::collections::HashMap::new();
-        for r in &excluded {
-            by_order.entry(get(r, "order_id")?).or_default().push(DriverId(get(r, "driver_id")?));
+        let ids: Vec<&str> = out.iter().map(|c| c.order.id.as_str()).collect();
+        for range in crate::bulk::chunks(ids.len()) {
+            let sql = format!(
+                "SELECT order_id, driver_id FROM offers WHERE state IN ('declined', 'expired') AND order_id IN ({})",
+                crate::bulk::list(0, range.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in &ids[range] {
+                q = q.bind(*id);
+            }
+            for r in &q.fetch_all(&self.pool).await? {
+                by_order.entry(get(r, "order_id")?).or_default().push(DriverId(get(r, "driver_id")?));
+            }
         }
         for cand in &mut out {
             cand.excluded = by_order.remove(cand.order.id.as_str()).unwrap_or_default();

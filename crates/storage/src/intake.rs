@@ -3,11 +3,13 @@
 //! idempotency keys for the ordering API.
 
 use crate::orders::{cancel_in, load_order_in, order_from_row, ORDER_COLS};
-use crate::{get, now_ms, outbox::insert_event, to_ms, Db, Result, StorageError, WriteConn};
+use crate::outbox::{insert_events_in, NewEvent};
+use crate::{bulk, get, now_ms, outbox::insert_event, to_ms, Db, Result, StorageError, WriteConn};
 use lastmile_core::{
     DeadLetterId, EventKind, NormalizedOrder, Order, OrderId, OrderStatus, PayloadId, Platform, PlatformState, StoreId,
     TenantId,
 };
+use std::collections::{BTreeMap, HashSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntakeResult {
@@ -108,11 +110,25 @@ pub(crate) async fn archive_in(
     result: &str,
 ) -> Result<PayloadId> {
     let id = PayloadId::generate();
+    archive_as_in(c, src, raw, result, &id).await?;
+    Ok(id)
+}
+
+fn body_sha256(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(body))
+}
+
+/// [`archive_in`] under an id the caller chose (already written into the order row).
+async fn archive_as_in(
+    c: &mut WriteConn,
+    src: &IntakeSource,
+    raw: &RawDelivery,
+    result: &str,
+    id: &PayloadId,
+) -> Result<()> {
     let now = now_ms();
-    let sha = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&raw.body))
-    };
+    let sha = body_sha256(&raw.body);
     // The body once per tenant and content; a replay of the same bytes adds only a row.
     sqlx::query(
         "INSERT INTO raw_payload_bodies (tenant_id, sha256, body, first_seen_at) VALUES ($1, $2, $3, $4) \
@@ -124,23 +140,23 @@ pub(crate) async fn archive_in(
     .bind(now)
     .execute(&mut *c)
     .await?;
-    sqlx::query(
-        "INSERT INTO raw_payloads (id, tenant_id, store_id, platform, headers_json, body, result, received_at, body_sha256) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(id.as_str())
-    .bind(src.tenant_id.as_str())
-    .bind(src.store_id.as_str())
-    .bind(src.platform.as_str())
-    .bind(&raw.headers_json)
-    .bind(Vec::<u8>::new())
-    .bind(result)
-    .bind(now)
-    .bind(&sha)
-    .execute(&mut *c)
-    .await?;
-    Ok(id)
+    sqlx::query(&format!("INSERT INTO raw_payloads ({RAW_PAYLOAD_COLS}) VALUES {}", bulk::values(1, 9)))
+        .bind(id.as_str())
+        .bind(src.tenant_id.as_str())
+        .bind(src.store_id.as_str())
+        .bind(src.platform.as_str())
+        .bind(&raw.headers_json)
+        .bind(Vec::<u8>::new())
+        .bind(result)
+        .bind(now)
+        .bind(&sha)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
 }
+
+const RAW_PAYLOAD_COLS: &str =
+    "id, tenant_id, store_id, platform, headers_json, body, result, received_at, body_sha256";
 
 pub(crate) async fn find_in(c: &mut WriteConn, src: &IntakeSource, platform_order_id: &str) -> Result<Option<Order>> {
     let row = sqlx::query(&format!(
@@ -169,6 +185,103 @@ fn initial_status(n: &NormalizedOrder) -> (OrderStatus, Option<String>) {
     }
 }
 
+/// An order row ready to insert, with the values its outbox event needs.
+struct NewOrder {
+    id: OrderId,
+    status: OrderStatus,
+    reason: Option<String>,
+    customer: String,
+    dropoff: String,
+    items: String,
+    totals: String,
+    ready_at: i64,
+    tracking: String,
+    raw_id: Option<String>,
+}
+
+impl NewOrder {
+    fn new(n: &NormalizedOrder, ready_at: i64, raw_id: Option<&PayloadId>) -> Result<Self> {
+        let (status, reason) = initial_status(n);
+        let mut token = [0u8; 24];
+        rand_fill(&mut token);
+        Ok(NewOrder {
+            id: OrderId::generate(),
+            status,
+            reason,
+            customer: serde_json::to_string(&n.customer).map_err(crate::corrupt)?,
+            dropoff: serde_json::to_string(&n.dropoff).map_err(crate::corrupt)?,
+            items: serde_json::to_string(&n.items).map_err(crate::corrupt)?,
+            totals: serde_json::to_string(&n.totals).map_err(crate::corrupt)?,
+            ready_at,
+            tracking: hex_encode(&token),
+            raw_id: raw_id.map(|r| r.as_str().to_owned()),
+        })
+    }
+
+    fn created_event<'a>(&'a self, src: &'a IntakeSource) -> NewEvent<'a> {
+        let id = &self.id;
+        NewEvent {
+            tenant: &src.tenant_id,
+            kind: EventKind::OrderCreated,
+            subject_id: id.as_str(),
+            data: serde_json::json!({"order_id": id, "store_id": src.store_id, "platform": src.platform, "status": self.status}),
+        }
+    }
+}
+
+const ORDER_INSERT_COLS: &str = "id, tenant_id, store_id, platform, platform_order_id, platform_order_number, status, \
+    status_reason, customer_json, dropoff_json, dropoff_lat, dropoff_lng, items_json, totals_json, notes, placed_at, \
+    ready_at, created_at, updated_at, platform_updated_at, tracking_token, raw_payload_id";
+
+/// Insert orders with `ON CONFLICT DO NOTHING`, one statement per chunk; returns the ids
+/// of the rows actually inserted (a key another writer holds is skipped). Rows go in the
+/// order given: callers with several rows sort them by key, so that two writers inserting
+/// overlapping keys wait on each other in the same order and never deadlock.
+async fn insert_orders_in(
+    c: &mut WriteConn,
+    rows: &[(&IntakeSource, &NormalizedOrder, &NewOrder)],
+) -> Result<HashSet<String>> {
+    let now = now_ms();
+    let mut inserted = HashSet::new();
+    for range in bulk::chunks(rows.len()) {
+        let sql = format!(
+            "INSERT INTO orders ({ORDER_INSERT_COLS}) VALUES {} \
+             ON CONFLICT (tenant_id, platform, store_id, platform_order_id) DO NOTHING RETURNING id",
+            bulk::values(range.len(), 22)
+        );
+        let mut q = sqlx::query(&sql);
+        for (src, n, o) in &rows[range] {
+            q = q
+                .bind(o.id.as_str())
+                .bind(src.tenant_id.as_str())
+                .bind(src.store_id.as_str())
+                .bind(src.platform.as_str())
+                .bind(&n.platform_order_id)
+                .bind(&n.platform_order_number)
+                .bind(o.status.as_str())
+                .bind(&o.reason)
+                .bind(&o.customer)
+                .bind(&o.dropoff)
+                .bind(crate::OptF64(n.dropoff.point().map(|p| p.lat)))
+                .bind(crate::OptF64(n.dropoff.point().map(|p| p.lng)))
+                .bind(&o.items)
+                .bind(&o.totals)
+                .bind(&n.notes)
+                .bind(n.placed_at.map(to_ms))
+                .bind(o.ready_at)
+                .bind(now)
+                .bind(now)
+                .bind(n.platform_updated_at.map(to_ms))
+                .bind(&o.tracking)
+                .bind(&o.raw_id);
+        }
+        for row in q.fetch_all(&mut *c).await.map_err(StorageError::from_db)? {
+            inserted.insert(get::<String>(&row, "id")?);
+        }
+    }
+    Ok(inserted)
+}
+
 pub(crate) async fn insert_order_in(
     c: &mut WriteConn,
     src: &IntakeSource,
@@ -176,68 +289,28 @@ pub(crate) async fn insert_order_in(
     ready_at: i64,
     raw_id: Option<&PayloadId>,
 ) -> Result<Option<OrderId>> {
-    let id = OrderId::generate();
-    let now = now_ms();
-    let (status, reason) = initial_status(n);
-    let mut token = [0u8; 24];
-    rand_fill(&mut token);
-    let tracking = hex_encode(&token);
-    let inserted = sqlx::query(
-        "INSERT INTO orders (id, tenant_id, store_id, platform, platform_order_id, platform_order_number, status, \
-         status_reason, customer_json, dropoff_json, dropoff_lat, dropoff_lng, items_json, totals_json, notes, placed_at, \
-         ready_at, created_at, updated_at, platform_updated_at, tracking_token, raw_payload_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19, $20, $21) \
-         ON CONFLICT (tenant_id, platform, store_id, platform_order_id) DO NOTHING",
-    )
-    .bind(id.as_str())
-    .bind(src.tenant_id.as_str())
-    .bind(src.store_id.as_str())
-    .bind(src.platform.as_str())
-    .bind(&n.platform_order_id)
-    .bind(&n.platform_order_number)
-    .bind(status.as_str())
-    .bind(reason)
-    .bind(serde_json::to_string(&n.customer).map_err(crate::corrupt)?)
-    .bind(serde_json::to_string(&n.dropoff).map_err(crate::corrupt)?)
-    .bind(crate::OptF64(n.dropoff.point().map(|p| p.lat)))
-    .bind(crate::OptF64(n.dropoff.point().map(|p| p.lng)))
-    .bind(serde_json::to_string(&n.items).map_err(crate::corrupt)?)
-    .bind(serde_json::to_string(&n.totals).map_err(crate::corrupt)?)
-    .bind(&n.notes)
-    .bind(n.placed_at.map(to_ms))
-    .bind(ready_at)
-    .bind(now)
-    .bind(n.platform_updated_at.map(to_ms))
-    .bind(&tracking)
-    .bind(raw_id.map(|r| r.as_str().to_owned()))
-    .execute(&mut *c)
-    .await
-    .map_err(StorageError::from_db)?;
-    if inserted.rows_affected() == 0 {
+    let row = NewOrder::new(n, ready_at, raw_id)?;
+    if insert_orders_in(c, &[(src, n, &row)]).await?.is_empty() {
         return Ok(None);
     }
-    insert_event(
-        c,
-        &src.tenant_id,
-        EventKind::OrderCreated,
-        id.as_str(),
-        serde_json::json!({"order_id": id, "store_id": src.store_id, "platform": src.platform, "status": status}),
-    )
-    .await?;
-    Ok(Some(id))
+    insert_events_in(c, &[row.created_event(src)]).await?;
+    Ok(Some(row.id))
 }
 
-/// Apply a newer platform version of an existing order.
-async fn update_order_in(c: &mut WriteConn, existing: &Order, n: &NormalizedOrder, raw_id: &PayloadId) -> Result<()> {
+/// Apply a newer platform version of an existing order. The freshness rule is part of the
+/// UPDATE (`platform_updated_at` no newer than the incoming version), so of two writers
+/// racing with v2 and v3 the one with v2 changes nothing once v3 is in, whichever read
+/// first. Returns false when a newer version was already stored.
+async fn update_order_in(c: &mut WriteConn, existing: &Order, n: &NormalizedOrder, raw_id: &PayloadId) -> Result<bool> {
     let point = n.dropoff.point();
     let (lat, lng) = match point {
         Some(p) => (Some(p.lat), Some(p.lng)),
         None => (existing.dropoff.lat, existing.dropoff.lng),
     };
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE orders SET platform_order_number = $1, customer_json = $2, dropoff_json = $3, dropoff_lat = $4, \
          dropoff_lng = $5, items_json = $6, totals_json = $7, notes = $8, platform_updated_at = $9, raw_payload_id = $10, \
-         updated_at = $11 WHERE tenant_id = $12 AND id = $13",
+         updated_at = $11 WHERE tenant_id = $12 AND id = $13 AND (platform_updated_at IS NULL OR platform_updated_at <= $9)",
     )
     .bind(&n.platform_order_number)
     .bind(serde_json::to_string(&n.customer).map_err(crate::corrupt)?)
@@ -254,6 +327,9 @@ async fn update_order_in(c: &mut WriteConn, existing: &Order, n: &NormalizedOrde
     .bind(existing.id.as_str())
     .execute(&mut *c)
     .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
     insert_event(
         c,
         &existing.tenant_id,
@@ -269,7 +345,178 @@ async fn update_order_in(c: &mut WriteConn, existing: &Order, n: &NormalizedOrde
     } else if current.status == OrderStatus::NeedsLocation && point.is_some() {
         crate::orders::set_status_in(c, &current, OrderStatus::Received, None, None).await?;
     }
-    Ok(())
+    Ok(true)
+}
+
+/// What a delivery of an order we already hold comes to, by the platform's version.
+fn freshness(n: &NormalizedOrder, stored: &Order) -> IntakeResult {
+    let incoming = n.platform_updated_at.map(to_ms);
+    let current = stored.platform_updated_at.map(to_ms);
+    match (incoming, current) {
+        (Some(i), Some(s)) if i < s => IntakeResult::Stale,
+        // Same version, but a cancellation topic: still apply it.
+        (Some(i), Some(s)) if i == s && n.state == PlatformState::Cancelled && !stored.status.is_terminal() => {
+            IntakeResult::Updated
+        }
+        (Some(i), Some(s)) if i == s => IntakeResult::Duplicate,
+        (None, Some(_)) => IntakeResult::Stale,
+        _ => IntakeResult::Updated,
+    }
+}
+
+/// A verified platform order delivery, as the writer batches it.
+#[derive(Debug, Clone)]
+pub(crate) struct IntakeItem {
+    pub src: IntakeSource,
+    pub n: NormalizedOrder,
+    pub raw: RawDelivery,
+}
+
+type OrderKey<'a> = (&'a str, &'static str, &'a str, &'a str);
+
+fn order_key(it: &IntakeItem) -> OrderKey<'_> {
+    (it.src.tenant_id.as_str(), it.src.platform.as_str(), it.src.store_id.as_str(), it.n.platform_order_id.as_str())
+}
+
+/// One delivery, statement by statement: create, or judge against the stored version.
+pub(crate) async fn intake_one_in(c: &mut WriteConn, it: &IntakeItem) -> Result<IntakeOutcome> {
+    let (src, n, raw) = (&it.src, &it.n, &it.raw);
+    let payload = PayloadId::generate();
+    let existing = match find_in(c, src, &n.platform_order_id).await? {
+        Some(o) => o,
+        None => {
+            let ready = n.placed_at.map(to_ms).unwrap_or_else(now_ms).max(now_ms());
+            if let Some(id) = insert_order_in(c, src, n, ready, Some(&payload)).await? {
+                archive_as_in(c, src, raw, IntakeResult::Created.as_str(), &payload).await?;
+                return Ok(IntakeOutcome { order_id: Some(id), result: IntakeResult::Created });
+            }
+            // Another writer inserted it between our read and write: judge against theirs.
+            find_in(c, src, &n.platform_order_id).await?.ok_or(StorageError::NotFound)?
+        }
+    };
+    let mut result = freshness(n, &existing);
+    if result == IntakeResult::Updated && !update_order_in(c, &existing, n, &payload).await? {
+        // Another writer stored a newer version since our read.
+        result = IntakeResult::Stale;
+    }
+    archive_as_in(c, src, raw, result.as_str(), &payload).await?;
+    Ok(IntakeOutcome { order_id: Some(existing.id), result })
+}
+
+/// A whole batch of deliveries in a few multi-row statements: one look-up of the keys that
+/// exist, then for the orders that are new one INSERT per table (bodies, orders, archive
+/// rows, outbox events). Deliveries of an order that exists — stored before, created
+/// earlier in this batch, or inserted by another writer meanwhile — then go through
+/// [`intake_one_in`] in their original order, so duplicates inside the batch resolve
+/// exactly as they would one by one. Outcomes come back in the items' order.
+pub(crate) async fn intake_batch_in(c: &mut WriteConn, items: &[&IntakeItem]) -> Result<Vec<IntakeOutcome>> {
+    let existing = existing_keys_in(c, items).await?;
+    let mut seen: HashSet<OrderKey<'_>> = HashSet::new();
+    let fresh: Vec<usize> = (0..items.len())
+        .filter(|&i| !existing.contains(&order_key(items[i])) && seen.insert(order_key(items[i])))
+        .collect();
+    let mut out: Vec<Option<IntakeOutcome>> = vec![None; items.len()];
+    if !fresh.is_empty() {
+        for (i, id) in create_orders_in(c, items, &fresh).await? {
+            out[i] = Some(IntakeOutcome { order_id: Some(id), result: IntakeResult::Created });
+        }
+    }
+    let mut done = Vec::with_capacity(items.len());
+    for (i, slot) in out.into_iter().enumerate() {
+        done.push(match slot {
+            Some(o) => o,
+            None => intake_one_in(c, items[i]).await?,
+        });
+    }
+    Ok(done)
+}
+
+/// The keys among `items` that already have an order (one query per store and chunk).
+async fn existing_keys_in<'a>(c: &mut WriteConn, items: &[&'a IntakeItem]) -> Result<HashSet<OrderKey<'a>>> {
+    let mut by_store: BTreeMap<(&str, &'static str, &str), Vec<&str>> = BTreeMap::new();
+    for it in items {
+        let (t, p, s, id) = order_key(it);
+        by_store.entry((t, p, s)).or_default().push(id);
+    }
+    let mut found = HashSet::new();
+    for ((t, p, s), mut ids) in by_store {
+        ids.sort_unstable();
+        ids.dedup();
+        for range in bulk::chunks(ids.len()) {
+            let sql = format!(
+                "SELECT platform_order_id FROM orders WHERE tenant_id = $1 AND platform = $2 AND store_id = $3 \
+                 AND platform_order_id IN ({})",
+                bulk::list(3, range.len())
+            );
+            let mut q = sqlx::query(&sql).bind(t).bind(p).bind(s);
+            for id in &ids[range] {
+                q = q.bind(*id);
+            }
+            let present: HashSet<String> =
+                q.fetch_all(&mut *c).await?.iter().map(|r| get(r, "platform_order_id")).collect::<Result<_>>()?;
+            found.extend(ids.iter().filter(|id| present.contains(**id)).map(|id| (t, p, s, *id)));
+        }
+    }
+    Ok(found)
+}
+
+/// Create the orders of `fresh` (indexes into `items`, keys new and distinct): bodies,
+/// orders, archive rows and `order_created` events, one multi-row INSERT per table. Returns
+/// the items created; a key another writer took first is left out for the caller.
+async fn create_orders_in(c: &mut WriteConn, items: &[&IntakeItem], fresh: &[usize]) -> Result<Vec<(usize, OrderId)>> {
+    let now = now_ms();
+    let mut rows = Vec::with_capacity(fresh.len());
+    for &i in fresh {
+        let n = &items[i].n;
+        let payload = PayloadId::generate();
+        let ready = n.placed_at.map(to_ms).unwrap_or(now).max(now);
+        rows.push((i, payload.clone(), body_sha256(&items[i].raw.body), NewOrder::new(n, ready, Some(&payload))?));
+    }
+    // Bodies once per tenant and content, in key order (see `insert_orders_in`).
+    let mut bodies: BTreeMap<(&str, &str), &[u8]> = BTreeMap::new();
+    for (i, _, sha, _) in &rows {
+        bodies.entry((items[*i].src.tenant_id.as_str(), sha.as_str())).or_insert(&items[*i].raw.body);
+    }
+    let bodies: Vec<_> = bodies.into_iter().collect();
+    for range in bulk::chunks(bodies.len()) {
+        let sql = format!(
+            "INSERT INTO raw_payload_bodies (tenant_id, sha256, body, first_seen_at) VALUES {} \
+             ON CONFLICT (tenant_id, sha256) DO NOTHING",
+            bulk::values(range.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for ((t, sha), body) in &bodies[range] {
+            q = q.bind(*t).bind(*sha).bind(body.to_vec()).bind(now);
+        }
+        q.execute(&mut *c).await?;
+    }
+    let mut sorted: Vec<&(usize, PayloadId, String, NewOrder)> = rows.iter().collect();
+    sorted.sort_by_key(|r| order_key(items[r.0]));
+    let insert: Vec<_> = sorted.iter().map(|(i, _, _, o)| (&items[*i].src, &items[*i].n, o)).collect();
+    let inserted = insert_orders_in(c, &insert).await?;
+    let created: Vec<&(usize, PayloadId, String, NewOrder)> =
+        rows.iter().filter(|r| inserted.contains(r.3.id.as_str())).collect();
+    for range in bulk::chunks(created.len()) {
+        let sql = format!("INSERT INTO raw_payloads ({RAW_PAYLOAD_COLS}) VALUES {}", bulk::values(range.len(), 9));
+        let mut q = sqlx::query(&sql);
+        for (i, payload, sha, _) in &created[range] {
+            let it = items[*i];
+            q = q
+                .bind(payload.as_str())
+                .bind(it.src.tenant_id.as_str())
+                .bind(it.src.store_id.as_str())
+                .bind(it.src.platform.as_str())
+                .bind(&it.raw.headers_json)
+                .bind(Vec::<u8>::new())
+                .bind(IntakeResult::Created.as_str())
+                .bind(now)
+                .bind(sha);
+        }
+        q.execute(&mut *c).await?;
+    }
+    let events: Vec<NewEvent<'_>> = created.iter().map(|(i, _, _, o)| o.created_event(&items[*i].src)).collect();
+    insert_events_in(c, &events).await?;
+    Ok(created.into_iter().map(|(i, _, _, o)| (*i, o.id.clone())).collect())
 }
 
 fn rand_fill(buf: &mut [u8]) {
@@ -295,48 +542,7 @@ impl Db {
         n: NormalizedOrder,
         raw: RawDelivery,
     ) -> Result<IntakeOutcome> {
-        self.write(move |c| {
-            Box::pin(async move {
-                let existing = find_in(c, &src, &n.platform_order_id).await?;
-                let (result, order_id) = match existing {
-                    None => {
-                        let raw_id = archive_in(c, &src, &raw, "created").await?;
-                        let ready = n.placed_at.map(to_ms).unwrap_or_else(now_ms).max(now_ms());
-                        match insert_order_in(c, &src, &n, ready, Some(&raw_id)).await? {
-                            Some(id) => (IntakeResult::Created, id),
-                            // Another node inserted it between our read and write.
-                            None => {
-                                let o = find_in(c, &src, &n.platform_order_id).await?.ok_or(StorageError::NotFound)?;
-                                (IntakeResult::Duplicate, o.id)
-                            }
-                        }
-                    }
-                    Some(o) => {
-                        let incoming = n.platform_updated_at.map(to_ms);
-                        let stored = o.platform_updated_at.map(to_ms);
-                        let result = match (incoming, stored) {
-                            (Some(i), Some(s)) if i < s => IntakeResult::Stale,
-                            // Same version, but a cancellation topic: still apply it.
-                            (Some(i), Some(s))
-                                if i == s && n.state == PlatformState::Cancelled && !o.status.is_terminal() =>
-                            {
-                                IntakeResult::Updated
-                            }
-                            (Some(i), Some(s)) if i == s => IntakeResult::Duplicate,
-                            (None, Some(_)) => IntakeResult::Stale,
-                            _ => IntakeResult::Updated,
-                        };
-                        let raw_id = archive_in(c, &src, &raw, result.as_str()).await?;
-                        if result == IntakeResult::Updated {
-                            update_order_in(c, &o, &n, &raw_id).await?;
-                        }
-                        (result, o.id)
-                    }
-                };
-                Ok(IntakeOutcome { order_id: Some(order_id), result })
-            })
-        })
-        .await
+        self.writer.submit_intake(IntakeItem { src, n, raw }).await
     }
 
     /// The platform deleted or archived the order: cancel it if it is still open.

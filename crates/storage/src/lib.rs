@@ -9,11 +9,12 @@
 //!
 //! Both backends share one set of queries over `sqlx::Any`: columns use the portable
 //! subset (TEXT, BIGINT, DOUBLE PRECISION, bytes), times are unix milliseconds and JSON is
-//! TEXT. Where the dialects differ (`FOR UPDATE SKIP LOCKED`, advisory locks, migrations)
+//! TEXT. Where the dialects differ (`FOR UPDATE SKIP LOCKED`, the outbox horizon, migrations)
 //! the code branches on [`Dialect`].
 
 mod audit;
 mod bind;
+mod bulk;
 mod catalog;
 mod console_feed;
 mod dispatch;
@@ -36,6 +37,8 @@ mod time;
 mod timeline;
 mod users;
 mod webhook_endpoints;
+#[cfg(test)]
+mod write_path_tests;
 mod writer;
 
 pub use audit::{AuditEntry, AuditRecord};
@@ -140,6 +143,8 @@ pub struct Db {
     outbox_notify: Arc<Notify>,
     /// Set on a handle from [`Db::with_audit`]: the audit entry its next write records.
     audit: Option<audit::AuditSlot>,
+    /// See [`DbOptions::outbox_horizon_wait_ms`].
+    horizon_wait_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -147,11 +152,17 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// Most write jobs committed by one fsync.
     pub max_batch: usize,
+    /// Writer tasks (each with its own connection, on top of `max_connections`) on
+    /// PostgreSQL; SQLite always has one.
+    pub pg_writers: usize,
+    /// PostgreSQL: how long a committed outbox event waits for older transactions still in
+    /// flight before the relay publishes it anyway (see the outbox module).
+    pub outbox_horizon_wait_ms: i64,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { max_connections: 8, max_batch: 128 }
+        Self { max_connections: 8, max_batch: 128, pg_writers: 4, outbox_horizon_wait_ms: 2_000 }
     }
 }
 
@@ -172,8 +183,12 @@ impl Db {
             }
             _ => url.to_owned(),
         };
+        let writers = match dialect {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => opts.pg_writers.max(1),
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(opts.max_connections)
+            .max_connections(opts.max_connections + writers as u32)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -189,8 +204,12 @@ impl Db {
             .connect(&url)
             .await?;
         let outbox_notify = Arc::new(Notify::new());
-        let writer = writer::Writer::spawn(pool.clone(), dialect, opts.max_batch, outbox_notify.clone());
-        Ok(Self { pool, dialect, writer, outbox_notify, audit: None })
+        let mut conns = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            conns.push(pool.acquire().await?);
+        }
+        let writer = writer::Writer::spawn(pool.clone(), conns, opts.max_batch, outbox_notify.clone());
+        Ok(Self { pool, dialect, writer, outbox_notify, audit: None, horizon_wait_ms: opts.outbox_horizon_wait_ms })
     }
 
     pub async fn migrate(&self) -> Result<()> {

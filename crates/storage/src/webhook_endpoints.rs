@@ -296,9 +296,9 @@ impl Db {
         Ok(())
     }
 
-    /// Queue `events` for every enabled endpoint subscribed to them, and mark every event up
-    /// to `through` published, in one commit (see the module notes).
-    pub async fn fan_out_and_mark_published(&self, events: Vec<Event>, through: i64) -> Result<usize> {
+    /// Queue `events` for every enabled endpoint subscribed to them, and mark exactly these
+    /// events published, in one commit (see the module notes).
+    pub async fn fan_out_and_mark_published(&self, events: Vec<Event>) -> Result<usize> {
         self.write(move |c| {
             Box::pin(async move {
                 let now = now_ms();
@@ -334,11 +334,8 @@ impl Db {
                         queued += done.rows_affected() as usize;
                     }
                 }
-                sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq <= $2 AND published_at IS NULL")
-                    .bind(now)
-                    .bind(through)
-                    .execute(&mut *c)
-                    .await?;
+                let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+                crate::outbox::mark_published_in(c, &seqs).await?;
                 Ok(queued)
             })
         })

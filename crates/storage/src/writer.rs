@@ -1,37 +1,71 @@
-//! Group commit. All writes go through one writer task per process: it takes whatever
-//! jobs are queued (up to `max_batch`), runs each inside its own SAVEPOINT of one
-//! transaction, commits once (one fsync for the whole batch), and only then answers each
-//! job. A failing job rolls back to its savepoint and fails alone; a failed commit fails
-//! the whole batch. SQLite allows one writer at a time, so funnelling writes here also
-//! removes lock contention; PostgreSQL gets the same fsync sharing.
+//! Group commit. Writes go through writer tasks: each takes whatever jobs are queued (up to
+//! `max_batch`), runs them in one transaction, commits once (one fsync for the whole
+//! batch), and only then answers each job; a failed commit fails the whole batch.
+//!
+//! Platform-order intake — the hot path — is handed over as data, not as a closure, so a
+//! batch's intake jobs run as a handful of multi-row statements (one per table, see
+//! `intake::intake_batch_in`) with duplicates resolved inside the batch. They run without
+//! savepoints; if that fails, the transaction is rolled back and the intake jobs are run
+//! again one by one, each in its own SAVEPOINT, so one bad job fails alone. Other jobs are
+//! closures that run once: each gets a SAVEPOINT when it shares the batch with others (a
+//! job that fails is rolled back without taking its neighbours along), none when alone.
+//!
+//! SQLite allows one writer at a time, so it gets one writer task (no lock contention).
+//! PostgreSQL gets several (`DbOptions::pg_writers`): while one commits, the next collects
+//! and runs its batch. Each writer keeps its own connection, taken from the pool when the
+//! handle is opened (a batch never waits for a pooled connection), and replaces it from
+//! the pool only if it breaks.
 
-use crate::{Dialect, Result, StorageError};
+use crate::intake::{intake_batch_in, intake_one_in, IntakeItem, IntakeOutcome};
+use crate::{Result, StorageError};
 use futures::future::BoxFuture;
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 
-/// The connection a write job runs on: inside the batch transaction, within the job's savepoint.
+/// The connection a write job runs on: inside the batch transaction.
 pub type WriteConn = sqlx::AnyConnection;
 
 /// Called once the batch's commit finished, with its outcome.
 type Completion = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
-type Job = Box<dyn for<'c> FnOnce(&'c mut WriteConn) -> BoxFuture<'c, Completion> + Send>;
+/// A closure job; the flag says whether to isolate it in a SAVEPOINT. Returns whether it
+/// succeeded and how to answer it.
+type ClosureJob = Box<dyn for<'c> FnOnce(&'c mut WriteConn, bool) -> BoxFuture<'c, (bool, Completion)> + Send>;
+
+pub(crate) struct IntakeJob {
+    item: IntakeItem,
+    reply: oneshot::Sender<Result<IntakeOutcome>>,
+}
+
+pub(crate) enum Job {
+    Closure(ClosureJob),
+    Intake(Box<IntakeJob>),
+}
 
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
-    /// Held so `shutdown` can wait for the task; a tokio Mutex because it is awaited.
-    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
-    closed: Arc<Notify>,
+    /// Held so `shutdown` can wait for the tasks; a tokio Mutex because it is awaited.
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Writer {
-    pub(crate) fn spawn(pool: AnyPool, dialect: Dialect, max_batch: usize, notify: Arc<Notify>) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>(max_batch.max(1) * 8);
-        let closed = Arc::new(Notify::new());
-        let task = tokio::spawn(run(pool, dialect, rx, max_batch.max(1), notify, closed.clone()));
-        Self { tx, task: Arc::new(Mutex::new(Some(task))), closed }
+    /// One writer task per connection in `conns`.
+    pub(crate) fn spawn(pool: AnyPool, conns: Vec<PoolConnection<Any>>, max_batch: usize, notify: Arc<Notify>) -> Self {
+        let max_batch = max_batch.max(1);
+        let (tx, rx) = mpsc::channel::<Job>(max_batch * 8);
+        let rx = Arc::new(Mutex::new(rx));
+        let (stop, _) = watch::channel(false);
+        let tasks = conns
+            .into_iter()
+            .map(|conn| {
+                let (pool, rx, notify, stop) = (pool.clone(), rx.clone(), notify.clone(), stop.subscribe());
+                tokio::spawn(run(pool, conn, rx, max_batch, notify, stop))
+            })
+            .collect();
+        Self { tx, tasks: Arc::new(Mutex::new(tasks)), stop: Arc::new(stop) }
     }
 
     pub(crate) async fn submit<T, F>(&self, job: F) -> Result<T>
@@ -40,36 +74,53 @@ impl Writer {
         F: for<'c> FnOnce(&'c mut WriteConn) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (otx, orx) = oneshot::channel::<Result<T>>();
-        let wrapped: Job = Box::new(move |conn: &mut WriteConn| {
+        let wrapped: ClosureJob = Box::new(move |conn: &mut WriteConn, isolate: bool| {
             Box::pin(async move {
-                if let Err(e) = sqlx::query("SAVEPOINT lm_job").execute(&mut *conn).await {
-                    return completion_err(otx, StorageError::Db(e));
+                if isolate {
+                    if let Err(e) = sqlx::query("SAVEPOINT lm_job").execute(&mut *conn).await {
+                        return (false, completion_err(otx, StorageError::Db(e)));
+                    }
                 }
-                let outcome = job(&mut *conn).await;
-                match outcome {
+                match job(&mut *conn).await {
                     Ok(value) => {
-                        if let Err(e) = sqlx::query("RELEASE SAVEPOINT lm_job").execute(&mut *conn).await {
-                            return completion_err(otx, StorageError::Db(e));
+                        if isolate {
+                            if let Err(e) = sqlx::query("RELEASE SAVEPOINT lm_job").execute(&mut *conn).await {
+                                return (false, completion_err(otx, StorageError::Db(e)));
+                            }
                         }
-                        Box::new(move |commit: std::result::Result<(), String>| {
+                        let done: Completion = Box::new(move |commit: std::result::Result<(), String>| {
                             let _ = otx.send(commit.map(|_| value).map_err(StorageError::CommitFailed));
-                        }) as Completion
+                        });
+                        (true, done)
                     }
                     Err(err) => {
-                        let _ = sqlx::query("ROLLBACK TO SAVEPOINT lm_job").execute(&mut *conn).await;
-                        let _ = sqlx::query("RELEASE SAVEPOINT lm_job").execute(&mut *conn).await;
-                        completion_err(otx, err)
+                        if isolate {
+                            let _ = sqlx::query("ROLLBACK TO SAVEPOINT lm_job").execute(&mut *conn).await;
+                            let _ = sqlx::query("RELEASE SAVEPOINT lm_job").execute(&mut *conn).await;
+                        }
+                        (false, completion_err(otx, err))
                     }
                 }
             })
         });
-        self.tx.send(wrapped).await.map_err(|_| StorageError::WriterStopped)?;
+        self.tx.send(Job::Closure(wrapped)).await.map_err(|_| StorageError::WriterStopped)?;
+        orx.await.map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Take in one platform order delivery in the next group commit.
+    pub(crate) async fn submit_intake(&self, item: IntakeItem) -> Result<IntakeOutcome> {
+        let (reply, orx) = oneshot::channel();
+        self.tx
+            .send(Job::Intake(Box::new(IntakeJob { item, reply })))
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
         orx.await.map_err(|_| StorageError::WriterStopped)?
     }
 
     pub(crate) async fn shutdown(&self) {
-        self.closed.notify_one();
-        if let Some(task) = self.task.lock().await.take() {
+        let _ = self.stop.send(true);
+        let tasks: Vec<_> = self.tasks.lock().await.drain(..).collect();
+        for task in tasks {
             let _ = task.await;
         }
     }
@@ -83,76 +134,148 @@ fn completion_err<T: Send + 'static>(otx: oneshot::Sender<Result<T>>, err: Stora
 
 async fn run(
     pool: AnyPool,
-    dialect: Dialect,
-    mut rx: mpsc::Receiver<Job>,
+    conn: PoolConnection<Any>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
     notify: Arc<Notify>,
-    closed: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
 ) {
+    let mut conn = Some(conn);
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     loop {
-        let first = tokio::select! {
-            biased;
-            job = rx.recv() => match job { Some(j) => j, None => break },
-            _ = closed.notified() => {
-                // Drain what is already queued, then stop.
-                rx.close();
-                match rx.recv().await { Some(j) => j, None => break }
-            }
-        };
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
+        {
+            // One task collects at a time; the others commit meanwhile.
+            let mut rx = rx.lock().await;
+            let first = tokio::select! {
+                biased;
+                job = rx.recv() => match job { Some(j) => j, None => break },
+                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                    // Drain what is already queued, then stop.
+                    rx.close();
+                    match rx.recv().await { Some(j) => j, None => break }
+                }
+            };
+            batch.push(first);
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
             }
         }
-        commit_batch(&pool, dialect, &mut batch).await;
+        if conn.is_none() {
+            conn = pool.acquire().await.map_err(|e| tracing::error!(error = %e, "storage writer: no connection")).ok();
+        }
+        match conn.as_mut() {
+            Some(c) => {
+                if !commit_batch(c, &mut batch).await {
+                    // Replace a connection that failed to begin or commit.
+                    conn = None;
+                }
+            }
+            None => fail_all(&mut batch, "no database connection"),
+        }
         notify.notify_one();
     }
     tracing::debug!("storage writer stopped");
 }
 
-async fn commit_batch(pool: &AnyPool, dialect: Dialect, batch: &mut Vec<Job>) {
-    let begun = match pool.begin().await {
-        Ok(mut tx) => {
-            // Several nodes writing one PostgreSQL: take the outbox lock (which nearly every
-            // batch needs for its events anyway) before any row lock, so every batch locks
-            // in the same order. Taken mid-batch instead, one node's batch holding an order
-            // row waits for the lock while another's holding the lock waits for that row:
-            // a deadlock, and its requests fail.
-            match dialect {
-                Dialect::Postgres => sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(crate::outbox::OUTBOX_LOCK_KEY)
-                    .execute(&mut *tx)
-                    .await
-                    .map(|_| tx),
-                Dialect::Sqlite => Ok(tx),
-            }
-        }
-        Err(e) => Err(e),
-    };
-    let mut tx = match begun {
-        Ok(tx) => tx,
-        Err(e) => {
-            let msg = format!("could not begin transaction: {e}");
-            tracing::error!(error = %msg, "storage writer");
-            for job in batch.drain(..) {
-                // Run nothing; answer every job with the failure.
-                drop(job);
-            }
-            return;
-        }
-    };
-    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+async fn exec(c: &mut WriteConn, sql: &str) -> std::result::Result<(), String> {
+    sqlx::query(sql).execute(&mut *c).await.map(|_| ()).map_err(|e| format!("{sql} failed: {e}"))
+}
+
+/// Answer every job of a batch that could not run. A dropped closure job answers its
+/// caller `WriterStopped`.
+fn fail_all(batch: &mut Vec<Job>, msg: &str) {
+    tracing::error!(error = %msg, jobs = batch.len(), "storage writer");
     for job in batch.drain(..) {
-        completions.push(job(&mut tx).await);
+        if let Job::Intake(j) = job {
+            let _ = j.reply.send(Err(StorageError::CommitFailed(msg.to_owned())));
+        }
     }
-    let outcome = tx.commit().await.map_err(|e| {
-        tracing::error!(error = %e, jobs = completions.len(), "group commit failed");
-        e.to_string()
-    });
-    for c in completions {
-        c(outcome.clone());
+}
+
+/// Run and commit one batch on `c`; returns false if the connection should be replaced.
+async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
+    if let Err(msg) = exec(c, "BEGIN").await {
+        fail_all(batch, &msg);
+        return false;
+    }
+    let mut intakes = Vec::new();
+    let mut closures = Vec::new();
+    for job in batch.drain(..) {
+        match job {
+            Job::Intake(j) => intakes.push(j),
+            Job::Closure(j) => closures.push(j),
+        }
+    }
+    let mut intake_results: Vec<Result<IntakeOutcome>> = Vec::with_capacity(intakes.len());
+    if !intakes.is_empty() {
+        let items: Vec<&IntakeItem> = intakes.iter().map(|j| &j.item).collect();
+        match intake_batch_in(c, &items).await {
+            Ok(outcomes) => intake_results.extend(outcomes.into_iter().map(Ok)),
+            Err(e) => {
+                // Nothing else ran in this transaction yet: start over, one job at a time.
+                tracing::debug!(error = %e, jobs = items.len(), "batched intake failed; retrying job by job");
+                let restarted = match exec(c, "ROLLBACK").await {
+                    Ok(()) => exec(c, "BEGIN").await,
+                    Err(msg) => Err(msg),
+                };
+                if let Err(msg) = restarted {
+                    batch.extend(intakes.into_iter().map(Job::Intake));
+                    batch.extend(closures.into_iter().map(Job::Closure));
+                    fail_all(batch, &msg);
+                    return false;
+                }
+                for item in &items {
+                    intake_results.push(isolated_intake(c, item).await);
+                }
+            }
+        }
+    }
+    // A closure job alone in its transaction needs no savepoint: if it fails, the
+    // transaction is rolled back instead of committed.
+    let alone = closures.len() == 1 && intakes.is_empty();
+    let mut completions: Vec<Completion> = Vec::with_capacity(closures.len());
+    let mut all_ok = true;
+    for job in closures {
+        let (ok, done) = job(c, !alone).await;
+        all_ok &= ok;
+        completions.push(done);
+    }
+    let outcome = if alone && !all_ok { exec(c, "ROLLBACK").await.map(|_| ()) } else { exec(c, "COMMIT").await };
+    if let Err(msg) = &outcome {
+        tracing::error!(error = %msg, jobs = completions.len() + intakes.len(), "group commit failed");
+        // Leave no transaction open on a connection that stays.
+        let _ = exec(c, "ROLLBACK").await;
+    }
+    // A failed rollback of a lone failed job leaves its own error as the answer.
+    let answer = if alone && !all_ok { Ok(()) } else { outcome.clone() };
+    for done in completions {
+        done(answer.clone());
+    }
+    for (j, r) in intakes.into_iter().zip(intake_results) {
+        let reply = match &answer {
+            Ok(()) => r,
+            Err(msg) => Err(StorageError::CommitFailed(msg.clone())),
+        };
+        let _ = j.reply.send(reply);
+    }
+    outcome.is_ok()
+}
+
+/// One intake job in its own SAVEPOINT (the retry of a failed batch).
+async fn isolated_intake(c: &mut WriteConn, item: &IntakeItem) -> Result<IntakeOutcome> {
+    sqlx::query("SAVEPOINT lm_job").execute(&mut *c).await?;
+    match intake_one_in(c, item).await {
+        Ok(out) => {
+            sqlx::query("RELEASE SAVEPOINT lm_job").execute(&mut *c).await?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK TO SAVEPOINT lm_job").execute(&mut *c).await;
+            let _ = sqlx::query("RELEASE SAVEPOINT lm_job").execute(&mut *c).await;
+            Err(e)
+        }
     }
 }
