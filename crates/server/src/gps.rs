@@ -16,7 +16,8 @@ const MAX_PLAUSIBLE_MPS: f64 = 70.0;
 /// Phones' clocks drift; further ahead than this is an error.
 const MAX_FUTURE_MS: i64 = 30_000;
 
-#[derive(Debug, Clone, Deserialize)]
+/// One GPS fix from the driver's device.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Fix {
     pub lat: f64,
     pub lng: f64,
