@@ -56,7 +56,7 @@ const MAX_ACCURACY_M: f64 = 100_000.0;
 const MAX_SPEED_MPS: f64 = 100.0;
 
 /// The plausibility rules for one fix, apart from the driver's previous fixes.
-fn plausible(fix: &Fix, now_ms: i64) -> Result<(), FixOutcome> {
+pub fn plausible(fix: &Fix, now_ms: i64) -> Result<(), FixOutcome> {
     let within = |v: Option<f64>, lo: f64, hi: f64| v.is_none_or(|x| x.is_finite() && (lo..=hi).contains(&x));
     if !within(fix.accuracy_m, 0.0, MAX_ACCURACY_M) {
         return Err(reject("invalid_location", format!("accuracy_m must be between 0 and {MAX_ACCURACY_M} metres")));

@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod dispatcher;
 pub mod error;
+pub mod fuzzing;
 pub mod geocoder;
 pub mod gps;
 pub mod http;

@@ -181,7 +181,7 @@ pub struct PlaceParams {
 
 impl PlaceParams {
     /// Where the shopper is and what places qualify; every bad parameter is reported.
-    fn place(&self, tenant: &TenantId, errors: &mut Vec<(String, String)>) -> Option<StoreQuery> {
+    pub(crate) fn place(&self, tenant: &TenantId, errors: &mut Vec<(String, String)>) -> Option<StoreQuery> {
         let mut num = |name: &str, v: &Option<String>| -> Option<f64> {
             let v = v.as_deref()?;
             let n = v.parse::<f64>().ok().filter(|n| n.is_finite());
@@ -222,7 +222,7 @@ impl PlaceParams {
         })
     }
 
-    fn limit(&self, errors: &mut Vec<(String, String)>) -> usize {
+    pub(crate) fn limit(&self, errors: &mut Vec<(String, String)>) -> usize {
         match self.limit.as_deref().map(str::parse::<usize>) {
             None => 20,
             Some(Ok(n)) if (1..=100).contains(&n) => n,

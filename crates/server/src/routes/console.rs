@@ -392,7 +392,7 @@ pub struct WindowQuery {
 }
 
 impl WindowQuery {
-    fn since(&self) -> (i64, i64) {
+    pub(crate) fn since(&self) -> (i64, i64) {
         let hours = self.hours.unwrap_or(24).clamp(1, 24 * 31);
         (hours, now_ms() - hours * 3_600_000)
     }

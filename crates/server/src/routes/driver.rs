@@ -516,52 +516,72 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
     metrics::gauge!("lastmile_driver_sockets").decrement(1.0);
 }
 
-async fn handle_upstream(state: &AppState, auth: &DriverAuth, text: &str) -> Option<Message> {
+/// One message up the driver socket, decoded.
+#[derive(Debug, Clone)]
+pub enum DriverMessage {
+    Location(Fix),
+    Ack(i64),
+    Accept { offer_id: String },
+    Decline { offer_id: String, reason: Option<String> },
+}
+
+/// Decode one text frame from a driver's socket. `Err((code, message))` is what the
+/// error frame sent back says. Pure, so the fuzz targets run it on arbitrary text.
+pub fn decode_upstream(text: &str) -> Result<DriverMessage, (&'static str, String)> {
     if lastmile_core::text::json_has_nul(text.as_bytes()) {
-        return Some(ws_error("invalid_text", "text fields must not contain the NUL character (U+0000)"));
+        return Err(("invalid_text", "text fields must not contain the NUL character (U+0000)".into()));
     }
-    let msg: Upstream = match serde_json::from_str(text) {
-        Ok(m) => m,
-        Err(e) => return Some(ws_error("invalid_message", &e.to_string())),
-    };
-    let missing = |field: &str| Some(ws_error("invalid_message", &format!("a `{}` message needs `{field}`", msg.kind)));
+    let msg: Upstream = serde_json::from_str(text).map_err(|e| ("invalid_message", e.to_string()))?;
+    let missing = |field: &str| ("invalid_message", format!("a `{}` message needs `{field}`", msg.kind));
     match msg.kind.as_ref() {
         "location" => {
-            let Some(data) = msg.data else { return missing("data") };
-            let fix: Fix = match serde_json::from_str(data.get()) {
-                Ok(f) => f,
-                Err(e) => return Some(ws_error("invalid_location", &e.to_string())),
-            };
-            match gps::accept(state, &auth.tenant_id, &auth.driver_id, &fix) {
-                FixOutcome::Rejected { code, message } => Some(ws_error(code, &message)),
-                _ => None,
-            }
+            let data = msg.data.ok_or_else(|| missing("data"))?;
+            serde_json::from_str(data.get())
+                .map(DriverMessage::Location)
+                .map_err(|e| ("invalid_location", e.to_string()))
         }
-        "ack" => {
-            let Some(seq) = msg.seq else { return missing("seq") };
+        "ack" => msg.seq.map(DriverMessage::Ack).ok_or_else(|| missing("seq")),
+        "accept" => {
+            let offer_id = msg.offer_id.clone().ok_or_else(|| missing("offer_id"))?;
+            Ok(DriverMessage::Accept { offer_id })
+        }
+        "decline" => {
+            let offer_id = msg.offer_id.clone().ok_or_else(|| missing("offer_id"))?;
+            Ok(DriverMessage::Decline { offer_id, reason: msg.reason.clone() })
+        }
+        other => Err((
+            "invalid_message",
+            format!("unknown message type `{other}`; expected location, ack, accept or decline"),
+        )),
+    }
+}
+
+async fn handle_upstream(state: &AppState, auth: &DriverAuth, text: &str) -> Option<Message> {
+    let msg = match decode_upstream(text) {
+        Ok(m) => m,
+        Err((code, message)) => return Some(ws_error(code, &message)),
+    };
+    match msg {
+        DriverMessage::Location(fix) => match gps::accept(state, &auth.tenant_id, &auth.driver_id, &fix) {
+            FixOutcome::Rejected { code, message } => Some(ws_error(code, &message)),
+            _ => None,
+        },
+        DriverMessage::Ack(seq) => {
             tracing::trace!(seq, "driver acked");
             None
         }
-        "accept" => {
-            let Some(offer_id) = msg.offer_id.clone() else { return missing("offer_id") };
-            Some(match do_accept(state, auth, &OfferId(offer_id.clone())).await {
-                Ok(order) => Message::Text(
-                    json!({"type": "accepted", "data": {"offer_id": offer_id, "order": order}}).to_string().into(),
-                ),
-                Err(e) => ws_error(e.code, &e.message),
-            })
-        }
-        "decline" => {
-            let Some(offer_id) = msg.offer_id.clone() else { return missing("offer_id") };
-            let reason = msg.reason.as_deref().unwrap_or("declined");
+        DriverMessage::Accept { offer_id } => Some(match do_accept(state, auth, &OfferId(offer_id.clone())).await {
+            Ok(order) => Message::Text(
+                json!({"type": "accepted", "data": {"offer_id": offer_id, "order": order}}).to_string().into(),
+            ),
+            Err(e) => ws_error(e.code, &e.message),
+        }),
+        DriverMessage::Decline { offer_id, reason } => {
+            let reason = reason.as_deref().unwrap_or("declined");
             Some(match do_decline(state, auth, &OfferId(offer_id.clone()), reason).await {
                 Ok(()) => Message::Text(json!({"type": "declined", "data": {"offer_id": offer_id}}).to_string().into()),
                 Err(e) => ws_error(e.code, &e.message),
             })
         }
-        other => Some(ws_error(
-            "invalid_message",
-            &format!("unknown message type `{other}`; expected location, ack, accept or decline"),
-        )),
     }
 }

@@ -108,7 +108,7 @@ pub struct DeadLetterQuery {
 }
 
 impl DeadLetterQuery {
-    fn filter(&self) -> DeadLetterFilter {
+    pub(crate) fn filter(&self) -> DeadLetterFilter {
         DeadLetterFilter {
             kind: self.kind.clone(),
             platform: self.platform.clone(),

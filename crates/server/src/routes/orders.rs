@@ -405,33 +405,7 @@ pub async fn list_orders(
     auth: TenantAuth,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<OrderPage>> {
-    let mut fields = Vec::new();
-    let status = q.status.as_deref().map(|s| s.parse::<OrderStatus>()).transpose().unwrap_or_else(|_| {
-        fields.push(("status".to_string(), "unknown status".to_string()));
-        None
-    });
-    let updated_since = q.updated_since.as_deref().map(DateTime::parse_from_rfc3339).transpose().unwrap_or_else(|_| {
-        fields.push(("updated_since".to_string(), "must be an RFC 3339 time".to_string()));
-        None
-    });
-    let after = q.cursor.as_deref().map(|c| decode_cursor(c).ok_or(())).transpose().unwrap_or_else(|_| {
-        fields.push(("cursor".to_string(), "is not a cursor this API issued".to_string()));
-        None
-    });
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        fields.push(("limit".into(), "must be between 1 and 500".into()));
-    }
-    if !fields.is_empty() {
-        return Err(ApiError::validation(fields));
-    }
-    let filter = OrderFilter {
-        status,
-        store_id: q.store_id.map(StoreId),
-        updated_since: updated_since.map(|t| to_ms(t.with_timezone(&Utc))),
-        after,
-        limit: limit + 1,
-    };
+    let (filter, limit) = q.filter()?;
     let mut orders = state.db.list_orders(&auth.tenant_id, &filter).await?;
     let next = if orders.len() as i64 > limit {
         orders.truncate(limit as usize);
@@ -440,6 +414,43 @@ pub async fn list_orders(
         None
     };
     Ok(Json(OrderPage { orders, next_cursor: next }))
+}
+
+impl ListQuery {
+    /// The storage filter (one more than the page, to tell whether another follows) and
+    /// the page size, or every bad parameter.
+    pub fn filter(self) -> ApiResult<(OrderFilter, i64)> {
+        let q = self;
+        let mut fields = Vec::new();
+        let status = q.status.as_deref().map(|s| s.parse::<OrderStatus>()).transpose().unwrap_or_else(|_| {
+            fields.push(("status".to_string(), "unknown status".to_string()));
+            None
+        });
+        let updated_since =
+            q.updated_since.as_deref().map(DateTime::parse_from_rfc3339).transpose().unwrap_or_else(|_| {
+                fields.push(("updated_since".to_string(), "must be an RFC 3339 time".to_string()));
+                None
+            });
+        let after = q.cursor.as_deref().map(|c| decode_cursor(c).ok_or(())).transpose().unwrap_or_else(|_| {
+            fields.push(("cursor".to_string(), "is not a cursor this API issued".to_string()));
+            None
+        });
+        let limit = q.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            fields.push(("limit".into(), "must be between 1 and 500".into()));
+        }
+        if !fields.is_empty() {
+            return Err(ApiError::validation(fields));
+        }
+        let filter = OrderFilter {
+            status,
+            store_id: q.store_id.map(StoreId),
+            updated_since: updated_since.map(|t| to_ms(t.with_timezone(&Utc))),
+            after,
+            limit: limit + 1,
+        };
+        Ok((filter, limit))
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
