@@ -57,6 +57,12 @@ enum AdminCommand {
         #[arg(long, env = "LASTMILE_USER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
+    /// Make a new API-token signing key current. Tokens signed with the previous key stay
+    /// valid until they expire; running servers pick the new key up without a restart.
+    RotateJwtKey,
+    /// Re-seal every stored secret with the configured `secret_key`, opening those sealed
+    /// with `previous_secret_key` (see docs/operations.md). Safe while servers run.
+    RotateSecretKey,
 }
 
 #[derive(Subcommand)]
@@ -140,6 +146,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out["password"] = serde_json::json!(password);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::Admin { command: AdminCommand::RotateJwtKey } => {
+            let cfg = load()?;
+            lastmile_server::telemetry::init_tracing(cfg.log_format);
+            warn_ignored();
+            let db = lastmile_server::open_database(&cfg).await?;
+            let keys = lastmile_server::load_keys(&cfg)?;
+            let kid = lastmile_server::keyring::rotate_jwt_key(&db, &keys, cfg.token_ttl_s)
+                .await
+                .context("rotating the API-token signing key")?;
+            db.close().await;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"kid": kid}))?);
+            Ok(())
+        }
+        Command::Admin { command: AdminCommand::RotateSecretKey } => {
+            let cfg = load()?;
+            lastmile_server::telemetry::init_tracing(cfg.log_format);
+            warn_ignored();
+            let db = lastmile_server::open_database(&cfg).await?;
+            let keys = lastmile_server::load_keys(&cfg)?;
+            let report = lastmile_server::keyring::rotate_secret_key(&db, &keys, cfg.token_ttl_s)
+                .await
+                .context("re-sealing stored secrets")?;
+            db.close().await;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            anyhow::ensure!(
+                report.failed.is_empty(),
+                "{} stored secrets could not be opened with secret_key or previous_secret_key",
+                report.failed.len()
+            );
             Ok(())
         }
         Command::Config => {

@@ -29,6 +29,7 @@ pub struct ChildServer {
 impl ChildServer {
     /// Start `lastmile serve` with `env` on a free port and wait (bounded) until `/readyz`
     /// answers. `tag` names its log file in `dir`.
+    #[allow(dead_code)] // not every test binary starts servers both ways
     pub async fn start(
         dir: &Path,
         database_url: &str,
@@ -54,6 +55,30 @@ impl ChildServer {
             }
         }
         panic!("lastmile serve did not start; see the logs in {}", dir.display());
+    }
+
+    /// Start `lastmile serve` on `port` (one that must stay the same across restarts, as
+    /// behind a load balancer) and wait until `/readyz` answers; panics if it exits first.
+    #[allow(dead_code)] // not every test binary starts servers both ways
+    pub async fn start_at(
+        dir: &Path,
+        database_url: &str,
+        env: &[(&str, &str)],
+        tag: &str,
+        port: u16,
+        http: &reqwest::Client,
+    ) -> ChildServer {
+        let log = dir.join(format!("serve-{tag}.log"));
+        let mut cmd = lastmile(dir, database_url);
+        cmd.arg("serve").env("LASTMILE_LISTEN", format!("127.0.0.1:{port}"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child =
+            cmd.stdout(Stdio::null()).stderr(File::create(&log).unwrap()).spawn().expect("spawn lastmile serve");
+        let mut server = ChildServer { child, base: format!("http://127.0.0.1:{port}"), log };
+        assert!(server.ready(http).await, "lastmile serve on port {port} did not start");
+        server
     }
 
     /// Poll `/readyz` (a child process has no other readiness signal), bounded. False if

@@ -14,6 +14,7 @@ use lastmile_core::Event;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
+pub mod fanout;
 pub mod nats;
 
 /// A serialized event as it crosses the bus.

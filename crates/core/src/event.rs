@@ -51,6 +51,12 @@ impl EventKind {
         EventKind::OrderGeocodeFailed,
     ];
 
+    /// Whether tenants may subscribe webhook endpoints to this kind (inbox appends are the
+    /// driver transport's own bookkeeping).
+    pub fn subscribable(&self) -> bool {
+        *self != EventKind::InboxAppended
+    }
+
     pub fn parse(s: &str) -> Option<EventKind> {
         EventKind::ALL.into_iter().find(|k| k.as_str() == s)
     }

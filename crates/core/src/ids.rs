@@ -53,6 +53,8 @@ id_type!(OfferId, "ofr");
 id_type!(DeadLetterId, "dlq");
 id_type!(PayloadId, "raw");
 id_type!(SyncJobId, "job");
+id_type!(WebhookEndpointId, "whe");
+id_type!(WebhookDeliveryId, "whd");
 
 #[cfg(test)]
 mod tests {

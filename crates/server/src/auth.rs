@@ -14,8 +14,19 @@ use lastmile_storage::StorageError;
 #[derive(Debug, Clone)]
 pub struct AdminAuth {
     pub tenant_id: TenantId,
+    /// The admin key's id, or the console user's (`usr_...`).
     pub key_id: String,
+    /// The peer address, for the audit log.
+    pub source_ip: Option<std::net::IpAddr>,
 }
+
+/// The connection's peer address (set by the server for every request).
+pub fn source_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// `last_used_at` is kept to the minute: one write per key per minute at most.
+const KEY_USE_RESOLUTION_MS: i64 = 60_000;
 
 #[derive(Debug, Clone)]
 pub struct ClientAuth {
@@ -58,13 +69,23 @@ impl FromRequestParts<AppState> for AdminAuth {
         if !token.starts_with("lm_admin_") {
             return Err(reject("not an admin key", parts));
         }
-        let (tenant_id, key_id) = match state.db.tenant_for_admin_key(&lookup_hash(token)).await {
-            Ok(v) => v,
-            Err(StorageError::NotFound) => return Err(reject("unknown admin key", parts)),
+        let key = match state.db.admin_key_by_hash(&lookup_hash(token)).await {
+            Ok(k) => k,
+            Err(StorageError::NotFound) => return Err(reject("unknown or revoked admin key", parts)),
             Err(e) => return Err(e.into()),
         };
-        state.limits.check_credential(&key_id)?;
-        Ok(AdminAuth { tenant_id, key_id })
+        state.limits.check_credential(&key.id)?;
+        let now = lastmile_storage::now_ms();
+        if key.last_used_at.is_none_or(|t| now - t >= KEY_USE_RESOLUTION_MS) {
+            // Off the request's path: a lost update only makes the time a minute older.
+            let (db, id) = (state.db.clone(), key.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = db.touch_admin_key(&id, now).await {
+                    tracing::warn!(error = %e, "recording an admin key's last use failed");
+                }
+            });
+        }
+        Ok(AdminAuth { tenant_id: key.tenant_id, key_id: key.id, source_ip: source_ip(parts) })
     }
 }
 
@@ -73,7 +94,11 @@ impl FromRequestParts<AppState> for ClientAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| reject("no bearer token", parts))?;
-        let claims = state.keys.verify_jwt(token).ok_or_else(|| reject("invalid or expired JWT", parts))?;
+        let claims = state
+            .keys
+            .verify_jwt_fresh(&state.db, token)
+            .await
+            .ok_or_else(|| reject("invalid or expired JWT", parts))?;
         state.limits.check_credential(&claims.sub)?;
         Ok(ClientAuth { tenant_id: TenantId(claims.tid), client_id: ApiClientId(claims.sub) })
     }

@@ -47,6 +47,10 @@ pub struct Config {
     pub secret_key: Option<Secret>,
     /// Where a generated key is kept; default: beside the SQLite database (or `./lastmile.key`).
     pub secret_key_file: Option<PathBuf>,
+    /// The secret key before a rotation, 32 bytes base64: decrypt-only, so secrets sealed
+    /// with it stay readable until `lastmile admin rotate-secret-key` re-seals them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_key: Option<Secret>,
     pub body_limit_bytes: usize,
     /// Per-credential request rate (admin key, API client, driver).
     pub rate_limit_per_second: u32,
@@ -83,6 +87,46 @@ pub struct Config {
     /// platform stand-ins on 127.0.0.1.
     pub allow_private_urls: bool,
     pub geocoding: crate::geocoder::GeocodingConfig,
+    /// Cluster mode (a NATS `bus`): the shared fleet view and dispatch leases.
+    pub cluster: crate::cluster::ClusterConfig,
+    /// Events out: delivery of order events to the tenants' webhook endpoints.
+    pub webhooks: WebhooksConfig,
+    /// Payments of catalog orders (`payments.provider`, `payments.required`).
+    pub payments: crate::payments::PaymentsConfig,
+}
+
+/// Outbound webhooks (`/v1/webhook-endpoints`), delivered as Standard Webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Run the delivery worker on this node.
+    pub enabled: bool,
+    pub poll_ms: u64,
+    /// One delivery attempt must be answered within this many seconds.
+    pub timeout_s: u64,
+    /// Deliveries to one endpoint in flight at once on this node.
+    pub max_concurrency_per_endpoint: usize,
+    /// Retry delays in seconds (the sync-back schedule by default); after the last one the
+    /// delivery becomes a dead letter (kind `webhook`).
+    pub retry_schedule_s: Vec<u64>,
+    /// How long a claimed delivery is its worker's alone; must exceed `timeout_s`.
+    pub lease_s: u64,
+    /// After a secret rotation the previous secret keeps signing beside the new one this long.
+    pub rotation_overlap_s: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_ms: 200,
+            timeout_s: 10,
+            max_concurrency_per_endpoint: 4,
+            retry_schedule_s: SyncConfig::default().retry_schedule_s,
+            lease_s: 60,
+            rotation_overlap_s: 24 * 3600,
+        }
+    }
 }
 
 /// Limits at the connection edge (see `serve.rs`); answered before any handler runs.
@@ -213,6 +257,7 @@ impl Default for Config {
             database_url: "sqlite://lastmile.db".into(),
             secret_key: None,
             secret_key_file: None,
+            previous_secret_key: None,
             body_limit_bytes: 1024 * 1024,
             rate_limit_per_second: 500,
             rate_limit_burst: 1000,
@@ -234,6 +279,9 @@ impl Default for Config {
             tracking: TrackingConfig::default(),
             allow_private_urls: false,
             geocoding: crate::geocoder::GeocodingConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            payments: crate::payments::PaymentsConfig::default(),
         }
     }
 }
@@ -354,6 +402,20 @@ impl Config {
                 "sync.retry_schedule_s must not be empty and sync.max_concurrency_per_store must be positive".into()
             );
         }
+        if !["test", "none"].contains(&self.payments.provider.as_str()) {
+            return bad("payments.provider must be test or none".into());
+        }
+        if self.payments.required && self.payments.provider == "none" {
+            return bad("payments.required needs a payments.provider".into());
+        }
+        if self.webhooks.retry_schedule_s.is_empty()
+            || self.webhooks.max_concurrency_per_endpoint == 0
+            || self.webhooks.lease_s <= self.webhooks.timeout_s
+        {
+            return bad("webhooks.retry_schedule_s must not be empty, webhooks.max_concurrency_per_endpoint must be \
+                        positive and webhooks.lease_s must exceed webhooks.timeout_s"
+                .into());
+        }
         if self.sync.lease_s <= self.sync.timeout_standard_s.max(self.sync.timeout_enterprise_s) {
             return bad("sync.lease_s must exceed sync.timeout_standard_s and sync.timeout_enterprise_s".into());
         }
@@ -377,7 +439,12 @@ impl Config {
         if let Some(k) = &self.secret_key {
             crate::crypto::decode_key(k.expose()).map_err(ConfigError::Invalid)?;
         }
+        if let Some(k) = &self.previous_secret_key {
+            crate::crypto::decode_key(k.expose())
+                .map_err(|e| ConfigError::Invalid(e.replace("secret_key", "previous_secret_key")))?;
+        }
         self.geocoding.validate().map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -416,6 +483,7 @@ fn setting_keys() -> std::collections::HashSet<String> {
     walk("", &serde_json::to_value(Config::default()).unwrap_or_default(), &mut out);
     // Left out of the defaults' serialization when unset.
     out.insert("secret_key".into());
+    out.insert("previous_secret_key".into());
     out
 }
 
@@ -438,7 +506,7 @@ pub fn ignored_env_vars() -> Vec<String> {
 
 impl Config {
     /// The effective configuration as TOML (the file format), with every secret redacted:
-    /// `secret_key` and the password inside `database_url`.
+    /// `secret_key`, `previous_secret_key` and the password inside `database_url`.
     pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
         let shown = Config { database_url: lastmile_storage::redact_url(&self.database_url), ..self.clone() };
         toml::to_string_pretty(&shown).map_err(|e| ConfigError::Invalid(format!("cannot print as TOML: {e}")))

@@ -62,12 +62,19 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Everything derived from the master key.
-#[derive(Clone)]
+/// The at-rest secret key and the API-token signing keys.
+///
+/// Sealing uses the current secret key; opening tries it and then each decrypt-only
+/// previous key (`previous_secret_key`), so stored secrets stay readable while
+/// `lastmile admin rotate-secret-key` re-seals them. Signing keys live in the database,
+/// sealed (see [`crate::keyring`]); before they are loaded, the key derived from the secret
+/// key signs, as every version before the table existed did.
 pub struct Keys {
     cipher: XChaCha20Poly1305,
-    jwt_key: [u8; 32],
-    pub kid: String,
+    previous: Vec<XChaCha20Poly1305>,
+    /// Kept to seed the signing-key table of a database that has none.
+    masters: Vec<[u8; 32]>,
+    pub(crate) jwt: crate::keyring::JwtKeyring,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,20 +90,52 @@ pub struct Claims {
 const ISSUER: &str = "lastmile";
 const AUDIENCE: &str = "lastmile-api";
 
+fn cipher_for(master: &[u8; 32]) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new((&derive(master, b"lastmile secrets v1")).into())
+}
+
+fn derive(master: &[u8; 32], label: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(master).expect("any key length");
+    mac.update(label);
+    mac.finalize().into_bytes().into()
+}
+
+/// The signing key every version before stored signing keys derived from a secret key,
+/// with its kid: a database's first stored key, so tokens already issued stay valid.
+pub fn derived_jwt_key(master: &[u8; 32]) -> (String, [u8; 32]) {
+    let key = derive(master, b"lastmile jwt v1");
+    (hex::encode(&Sha256::digest(key)[..8]), key)
+}
+
 impl Keys {
     pub fn new(master: [u8; 32]) -> Self {
-        let derive = |label: &[u8]| -> [u8; 32] {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&master).expect("any key length");
-            mac.update(label);
-            mac.finalize().into_bytes().into()
-        };
-        let enc = derive(b"lastmile secrets v1");
-        let jwt_key = derive(b"lastmile jwt v1");
-        let kid = hex::encode(&Sha256::digest(jwt_key)[..8]);
-        Self { cipher: XChaCha20Poly1305::new((&enc).into()), jwt_key, kid }
+        Self::with_previous(master, Vec::new())
     }
 
-    /// nonce ‖ ciphertext.
+    /// The current secret key and decrypt-only previous ones.
+    pub fn with_previous(master: [u8; 32], previous: Vec<[u8; 32]>) -> Self {
+        let (kid, jwt_key) = derived_jwt_key(&master);
+        let mut masters = vec![master];
+        masters.extend(previous.iter().copied());
+        Self {
+            cipher: cipher_for(&master),
+            previous: previous.iter().map(cipher_for).collect(),
+            masters,
+            jwt: crate::keyring::JwtKeyring::new(kid, jwt_key),
+        }
+    }
+
+    /// The current secret key, then the previous ones.
+    pub(crate) fn masters(&self) -> &[[u8; 32]] {
+        &self.masters
+    }
+
+    /// The kid that signs now.
+    pub fn kid(&self) -> String {
+        self.jwt.current_kid()
+    }
+
+    /// nonce ‖ ciphertext, sealed with the current key.
     pub fn encrypt(&self, plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -106,46 +145,60 @@ impl Keys {
     }
 
     pub fn decrypt(&self, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.open(data).map(|(plain, _)| plain)
+    }
+
+    /// The plaintext, and whether it was sealed with the current key (not a previous one).
+    pub fn open(&self, data: &[u8]) -> anyhow::Result<(Vec<u8>, bool)> {
         if data.len() < 24 {
             anyhow::bail!("ciphertext too short");
         }
-        self.cipher
-            .decrypt(XNonce::from_slice(&data[..24]), &data[24..])
-            .map_err(|_| anyhow::anyhow!("stored secret could not be decrypted (wrong secret_key?)"))
+        let (nonce, body) = (XNonce::from_slice(&data[..24]), &data[24..]);
+        if let Ok(p) = self.cipher.decrypt(nonce, body) {
+            return Ok((p, true));
+        }
+        self.previous
+            .iter()
+            .find_map(|c| c.decrypt(nonce, body).ok())
+            .map(|p| (p, false))
+            .ok_or_else(|| anyhow::anyhow!("stored secret could not be decrypted (wrong secret_key?)"))
     }
 
     pub fn decrypt_string(&self, data: &[u8]) -> anyhow::Result<String> {
         Ok(String::from_utf8(self.decrypt(data)?)?)
     }
 
+    /// A token signed with the signing key held in memory (see [`Keys::issue_jwt_current`]).
     pub fn issue_jwt(&self, client_id: &str, tenant: &str, ttl_s: u64) -> anyhow::Result<String> {
-        let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            sub: client_id.into(),
-            tid: tenant.into(),
-            iat: now,
-            exp: now + ttl_s as i64,
-            iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
-        };
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-        header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(&self.jwt_key))?)
+        let (kid, key) = self.jwt.current();
+        sign(&kid, &key, client_id, tenant, ttl_s)
     }
 
+    /// Claims of a token signed by a key held in memory, valid and unexpired.
     pub fn verify_jwt(&self, token: &str) -> Option<Claims> {
         let header = jsonwebtoken::decode_header(token).ok()?;
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
-            return None;
-        }
+        let key = self.jwt.verifying_key(header.kid.as_deref()?)?;
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         v.set_issuer(&[ISSUER]);
         v.set_audience(&[AUDIENCE]);
         v.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, &jsonwebtoken::DecodingKey::from_secret(&self.jwt_key), &v)
-            .ok()
-            .map(|d| d.claims)
+        jsonwebtoken::decode::<Claims>(token, &jsonwebtoken::DecodingKey::from_secret(&key), &v).ok().map(|d| d.claims)
     }
+}
+
+pub(crate) fn sign(kid: &str, key: &[u8; 32], client_id: &str, tenant: &str, ttl_s: u64) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: client_id.into(),
+        tid: tenant.into(),
+        iat: now,
+        exp: now + ttl_s as i64,
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    Ok(jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(key))?)
 }
 
 /// A new random credential: `<prefix>_<43 chars of base64url>` (256 bits).
@@ -193,13 +246,26 @@ mod tests {
     fn jwts_carry_kid_and_are_checked() {
         let k = Keys::new([1; 32]);
         let t = k.issue_jwt("cli_1", "ten_1", 60).unwrap();
-        assert_eq!(jsonwebtoken::decode_header(&t).unwrap().kid.unwrap(), k.kid);
+        assert_eq!(jsonwebtoken::decode_header(&t).unwrap().kid.unwrap(), k.kid());
         assert_eq!(k.verify_jwt(&t).unwrap().tid, "ten_1");
         assert!(Keys::new([2; 32]).verify_jwt(&t).is_none());
         let expired = k.issue_jwt("cli_1", "ten_1", 0).unwrap();
         let mut v = expired.clone();
         v.push('x');
         assert!(k.verify_jwt(&v).is_none());
+    }
+
+    #[test]
+    fn previous_keys_only_open() {
+        let old = Keys::new([7; 32]);
+        let sealed_old = old.encrypt(b"whsec");
+        let rotated = Keys::with_previous([9; 32], vec![[7; 32]]);
+        assert_eq!(rotated.open(&sealed_old).unwrap(), (b"whsec".to_vec(), false));
+        let sealed_new = rotated.encrypt(b"whsec");
+        assert_eq!(rotated.open(&sealed_new).unwrap(), (b"whsec".to_vec(), true));
+        assert!(old.decrypt(&sealed_new).is_err(), "new secrets are sealed with the new key only");
+        // Tokens signed before any rotation keep their kid: the key derived from the secret.
+        assert_eq!(rotated.kid(), derived_jwt_key(&[9; 32]).0);
     }
 
     #[test]

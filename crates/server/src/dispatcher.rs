@@ -35,6 +35,12 @@ pub struct DriverLive {
     pub pending: Option<(GeoPoint, i64)>,
     pub last_seen: Instant,
     pub moved: bool,
+    /// Wall-clock ms of the newest status change, so a cluster applies status changes
+    /// heard from other nodes in the order they happened.
+    pub status_at_ms: i64,
+    /// Changed or heard from on this node since the fleet was last shared with the
+    /// cluster (see `cluster.rs`); other nodes' news never sets it.
+    pub share: bool,
 }
 
 impl DriverLive {
@@ -49,6 +55,8 @@ impl DriverLive {
             pending: None,
             last_seen: Instant::now(),
             moved: false,
+            status_at_ms: 0,
+            share: false,
         }
     }
 }
@@ -120,6 +128,8 @@ impl LiveFleet {
         let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive::offline(tenant));
         entry.status = status.to_owned();
         entry.last_seen = Instant::now();
+        entry.status_at_ms = entry.status_at_ms.max(lastmile_storage::now_ms());
+        entry.share = true;
         let freed = refresh_index(&mut g, driver);
         drop(g);
         self.wake_if(freed);
@@ -140,6 +150,7 @@ impl LiveFleet {
     pub fn heard_from(&self, driver: &DriverId) {
         if let Some(d) = self.lock().drivers.get_mut(driver) {
             d.last_seen = Instant::now();
+            d.share = true;
         }
     }
 
@@ -169,6 +180,7 @@ impl LiveFleet {
         let mut g = self.lock();
         let entry = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive::offline(tenant));
         let r = f(entry);
+        entry.share = true;
         let freed = refresh_index(&mut g, driver);
         drop(g);
         self.wake_if(freed);
@@ -211,6 +223,7 @@ impl LiveFleet {
                     d.pending = None;
                     d.last_accept = Some(Instant::now());
                     d.moved = true;
+                    d.share = true;
                     ready.push(id.clone());
                 }
             }
@@ -375,25 +388,36 @@ pub async fn tick_once(state: &AppState) -> anyhow::Result<usize> {
     let now = state.clock.now_ms();
     state.db.expire_offers(now, policy).await?;
     state.db.stall_waiting_orders(now, cfg.max_wait_s as i64 * 1000).await?;
-    for (tenant, driver) in state.fleet.silent_drivers(Duration::from_secs(state.cfg.presence_timeout_s)) {
+    // Presence is the cluster's view (a driver heard on any node is heard here); the node
+    // matching a tenant is the one that decides its drivers' silence.
+    let silent = state.fleet.silent_drivers(Duration::from_secs(state.cfg.presence_timeout_s));
+    for (tenant, driver) in silent.into_iter().filter(|(t, _)| state.cluster.holds(t)) {
         tracing::info!(driver = %driver, "no word from driver: marking offline");
         state.fleet.set_status(&tenant, &driver, "offline");
         let _ = state.db.set_driver_status(&tenant, &driver, "offline").await;
     }
-    let busy: HashSet<DriverId> = state.db.busy_drivers().await?.into_iter().collect();
-    {
-        let mut g = state.fleet.lock();
-        let changed: Vec<DriverId> = g.busy.symmetric_difference(&busy).cloned().collect();
-        g.busy = busy;
-        for id in changed {
-            refresh_index(&mut g, &id);
-        }
-    }
+    resync_busy(state).await?;
     match_round(state).await
+}
+
+/// Who cannot take an offer now (a pending offer, or at capacity), from the database.
+pub async fn resync_busy(state: &AppState) -> anyhow::Result<()> {
+    let busy: HashSet<DriverId> = state.db.busy_drivers().await?.into_iter().collect();
+    let mut g = state.fleet.lock();
+    let changed: Vec<DriverId> = g.busy.symmetric_difference(&busy).cloned().collect();
+    g.busy = busy;
+    for id in changed {
+        refresh_index(&mut g, &id);
+    }
+    Ok(())
 }
 
 /// One matching round: offer due orders to the best free drivers, per tenant.
 pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
+    if !state.cluster.holds_any() {
+        // In a cluster, other nodes match every tenant for now.
+        return Ok(0);
+    }
     let cfg = &state.cfg.dispatch;
     let now = state.clock.now_ms();
     let model = cost_model(&state.cfg, state.fleet.eta);
@@ -417,7 +441,8 @@ pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
         MatcherKind::Greedy => Matcher::Greedy,
     };
     let mut offers = Vec::new();
-    for (tenant, orders) in by_tenant {
+    // In a cluster, each tenant is matched by the node holding its lease only.
+    for (tenant, orders) in by_tenant.into_iter().filter(|(t, _)| state.cluster.holds(t)) {
         let fleet = TenantFleet { fleet: &state.fleet, tenant: &tenant };
         if !fleet.any_available() {
             continue;
@@ -452,5 +477,62 @@ async fn send_offer(state: &AppState, tenant: TenantId, order: OrderId, driver: 
             state.fleet.set_busy(&driver, false);
             false
         }
+    }
+}
+
+/// The fleet as shared between the nodes of a cluster (see `cluster.rs`).
+impl LiveFleet {
+    /// What changed or was heard on this node since the last call, per driver, to tell the
+    /// other nodes.
+    pub fn take_shared(&self) -> Vec<(TenantId, crate::cluster::DriverNote)> {
+        let mut g = self.lock();
+        let mut out = Vec::new();
+        for (id, d) in g.drivers.iter_mut().filter(|(_, d)| d.share) {
+            d.share = false;
+            out.push((
+                d.tenant_id.clone(),
+                crate::cluster::DriverNote {
+                    id: id.0.clone(),
+                    status: d.status.clone(),
+                    status_at: d.status_at_ms,
+                    fix: d.point.map(|p| (p.lat, p.lng, d.last_fix_ms)),
+                    seen_ago_ms: d.last_seen.elapsed().as_millis() as u64,
+                },
+            ));
+        }
+        out
+    }
+
+    /// Apply what another node tells of a driver: a newer status, a newer fix, a later
+    /// word from them. Not shared on (the node that heard it does that), not persisted
+    /// (ditto).
+    pub fn apply_shared(&self, tenant: &TenantId, note: &crate::cluster::DriverNote) {
+        let driver = DriverId(note.id.clone());
+        let mut g = self.lock();
+        let d = g.drivers.entry(driver.clone()).or_insert_with(|| DriverLive::offline(tenant));
+        if d.tenant_id != *tenant {
+            return; // a driver id names one tenant's driver; never let a message move it
+        }
+        if note.status_at > d.status_at_ms {
+            d.status.clone_from(&note.status);
+            d.status_at_ms = note.status_at;
+        }
+        if let Some((lat, lng, at)) = note.fix {
+            if at > d.last_fix_ms {
+                if let Ok(p) = GeoPoint::new(lat, lng) {
+                    d.point = Some(p);
+                    d.last_fix_ms = at;
+                    if d.pending.is_some_and(|(_, pending_at)| pending_at <= at) {
+                        d.pending = None;
+                    }
+                }
+            }
+        }
+        if let Some(seen) = Instant::now().checked_sub(Duration::from_millis(note.seen_ago_ms)) {
+            d.last_seen = d.last_seen.max(seen);
+        }
+        let freed = refresh_index(&mut g, &driver);
+        drop(g);
+        self.wake_if(freed);
     }
 }

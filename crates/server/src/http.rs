@@ -35,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::order_ops::router())
         .merge(routes::catalog::router())
         .merge(routes::geocode::router())
+        .merge(routes::webhook_endpoints::router())
+        .merge(routes::keys::router())
         .merge(bench_baseline_router(state.cfg.bench_baseline_routes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -7,9 +7,11 @@
 //! (dispatch does); handlers parse, call those crates, and answer.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod dispatcher;
@@ -18,10 +20,12 @@ pub mod fuzzing;
 pub mod geocoder;
 pub mod gps;
 pub mod http;
+pub mod keyring;
 pub mod limits;
 pub mod nominatim;
 pub mod openapi;
 pub mod outbound;
+pub mod payments;
 pub mod realtime;
 pub mod recovery;
 pub mod relay;
@@ -31,6 +35,7 @@ pub mod state;
 pub mod sync_worker;
 pub mod telemetry;
 pub mod web;
+pub mod webhooks_out;
 
 use anyhow::Context;
 use config::Config;
@@ -58,7 +63,17 @@ pub async fn open_database(cfg: &Config) -> anyhow::Result<Db> {
 
 pub fn load_keys(cfg: &Config) -> anyhow::Result<crypto::Keys> {
     let master = crypto::load_or_create_key(cfg.secret_key.as_ref().map(|s| s.expose()), &cfg.key_file())?;
-    Ok(crypto::Keys::new(master))
+    let previous =
+        cfg.previous_secret_key.iter().map(|k| crypto::decode_key(k.expose())).collect::<Result<Vec<_>, _>>();
+    Ok(crypto::Keys::with_previous(master, previous.map_err(anyhow::Error::msg)?))
+}
+
+/// The keys with the database's API-token signing keys loaded (what `build` and the
+/// `lastmile admin` rotation commands use).
+pub async fn load_keys_with_signing(cfg: &Config, db: &Db) -> anyhow::Result<crypto::Keys> {
+    let keys = load_keys(cfg)?;
+    keys.load_signing_keys(db, cfg.token_ttl_s).await.context("loading the API-token signing keys")?;
+    Ok(keys)
 }
 
 /// A bound, ready server: `addr` is known (port 0 works) before `run` is called.
@@ -70,11 +85,16 @@ pub struct App {
 
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let db = open_database(&cfg).await?;
-    let keys = load_keys(&cfg)?;
+    let keys = load_keys_with_signing(&cfg, &db).await?;
     let bus: Arc<dyn EventBus> = if cfg.bus.starts_with("nats://") {
         Arc::new(lastmile_bus::nats::NatsBus::connect(&cfg.bus).await.context("connecting to NATS JetStream")?)
     } else {
         Arc::new(InProcessBus::default())
+    };
+    let cluster = if cfg.bus.starts_with("nats://") {
+        cluster::Cluster::connect(&cfg.cluster, &cfg.bus).await.context("connecting to NATS for the cluster")?
+    } else {
+        cluster::Cluster::single(&cfg.cluster)
     };
     let listener = TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
@@ -103,6 +123,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         web: web::WebState::default(),
         catalog: catalog::Catalog::default(),
         geocoder,
+        cluster,
     };
     Ok(App { addr, state, listener })
 }
@@ -111,7 +132,7 @@ impl App {
     /// Serve until `shutdown` fires; background workers stop with it and finish in-flight work.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let App { addr, state, listener } = self;
-        tracing::info!(%addr, bus = state.bus.name(), db = if state.db.is_postgres() { "postgres" } else { "sqlite" }, "lastmile listening");
+        tracing::info!(%addr, node = state.cluster.node_id(), bus = state.bus.name(), db = if state.db.is_postgres() { "postgres" } else { "sqlite" }, "lastmile listening");
         state.fleet.load(&state.db).await.context("loading drivers into the live index")?;
         state.catalog.load(&state.db).await.context("building the catalog index")?;
         let mut workers = tokio::task::JoinSet::new();
@@ -126,6 +147,10 @@ impl App {
         }
         if state.cfg.sync.enabled {
             workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));
+        }
+        cluster::spawn_workers(&mut workers, &state, &shutdown);
+        if state.cfg.webhooks.enabled {
+            workers.spawn(webhooks_out::run(state.clone(), shutdown.clone()));
         }
         workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
         workers.spawn(state.catalog.clone().run_refresher(state.db.clone(), shutdown.clone()));

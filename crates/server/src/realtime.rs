@@ -149,6 +149,8 @@ pub async fn run_bus_listener(state: AppState, shutdown: CancellationToken) {
                     // A revocation on any node ends the driver's connections on this one.
                     if e.data.get("status").and_then(|s| s.as_str()) == Some("revoked") {
                         state.hub.disconnect_driver(&DriverId(e.subject_id.clone()));
+                        // ... and takes them out of this node's live index.
+                        state.fleet.remove(&DriverId(e.subject_id.clone()));
                     }
                 }
                 _ => state.hub.bump_order(&OrderId(e.subject_id.clone())),

@@ -5,8 +5,8 @@
 //! orders of a revoked or silent driver are flagged for ops (`order_needs_attention`).
 //!
 //! The sweep reads holdings from the database, so an order whose release was interrupted
-//! (a revoked driver's, say) is taken back on the next round; silence is judged from this
-//! node's live view of the fleet (the driver's last message or request).
+//! (a revoked driver's, say) is taken back on the next round; silence is judged from the
+//! live view of the fleet, which in a cluster is every node's word (the driver's last message or request).
 
 use crate::state::AppState;
 use lastmile_core::{DriverId, TenantId};
@@ -57,7 +57,11 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<Recovered> {
         let cause = if held.driver_revoked {
             Abandon::Revoked
         } else {
-            // A driver this node knows nothing about is judged by the node that does.
+            // A driver this node knows nothing about is judged by the node that does; in a
+            // cluster, by the node matching their tenant (presence is the cluster's view).
+            if !state.cluster.holds(&held.tenant_id) {
+                continue;
+            }
             match state.fleet.driver(&held.driver_id) {
                 Some(live) if live.last_seen.elapsed() > grace => Abandon::Silent,
                 _ => continue,

@@ -37,9 +37,15 @@ pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
     for e in &events {
         bus.publish(e).await?;
     }
-    db.mark_published_through(last).await?;
-    metrics::counter!("lastmile_events_published_total").increment(events.len() as u64);
-    Ok(events.len())
+    let n = events.len();
+    // Marking the batch published also queues it for the tenants' webhook endpoints, in
+    // the same commit, so each event reaches each subscribed endpoint's queue once.
+    let queued = db.fan_out_and_mark_published(events, last).await?;
+    metrics::counter!("lastmile_events_published_total").increment(n as u64);
+    if queued > 0 {
+        metrics::counter!("lastmile_webhook_deliveries_queued_total").increment(queued as u64);
+    }
+    Ok(n)
 }
 
 /// Hourly: drop archived raw payloads past their retention.

@@ -29,4 +29,6 @@ pub struct AppState {
     pub catalog: crate::catalog::Catalog,
     /// The address index and/or remote geocoding service (see `geocoder`).
     pub geocoder: Arc<crate::geocoder::Geocoder>,
+    /// This node's place in a cluster: membership, fleet sharing, dispatch leases.
+    pub cluster: crate::cluster::Cluster,
 }

@@ -14,6 +14,7 @@ mod sync_support;
 mod recovery {
     pub mod drivers;
     pub mod edges;
+    pub mod events_out;
     pub mod ops;
     pub mod orders;
     pub mod support;

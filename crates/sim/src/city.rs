@@ -67,18 +67,24 @@ pub fn load_addresses(map: Option<&std::path::Path>) -> anyhow::Result<lastmile_
 }
 
 /// Create the scenario's stores, drivers and (for native orders) an API client.
-async fn set_up(
-    api: &Api,
-    admin: &str,
-    scenario: &Scenario,
-) -> anyhow::Result<(Vec<String>, Vec<String>, Option<String>)> {
+async fn set_up(api: &Api, admin: &str, scenario: &Scenario) -> anyhow::Result<SetUp> {
+    // BigCommerce callbacks only name an order: the server reads it from the store's API,
+    // which the simulator serves on 127.0.0.1 (the server must allow private URLs).
+    let bigcommerce_api = if scenario.stores.iter().any(|s| s.source == Source::Bigcommerce) {
+        Some(Arc::new(lastmile_standins::StandIn::start(lastmile_core::Platform::Bigcommerce).await))
+    } else {
+        None
+    };
     let mut store_ids = Vec::with_capacity(scenario.stores.len());
     for s in &scenario.stores {
-        let body = json!({
+        let mut body = json!({
             "name": s.name, "platform": s.source.platform(), "platform_store_id": s.identity,
             "webhook_secret": s.secret,
             "pickup": {"lat": s.point.lat, "lng": s.point.lng, "address": s.address},
         });
+        if let (Source::Bigcommerce, Some(api)) = (s.source, &bigcommerce_api) {
+            body["api"] = json!({"base_url": api.base_url(), "access_token": lastmile_standins::ACCESS_TOKEN});
+        }
         store_ids.push(api.create_store(admin, &body).await.with_context(|| format!("creating store {}", s.name))?);
     }
     let tokens: Vec<anyhow::Result<(usize, String)>> = futures::stream::iter(scenario.drivers.iter())
@@ -99,7 +105,15 @@ async fn set_up(
     } else {
         None
     };
-    Ok((store_ids, by_index, jwt))
+    Ok(SetUp { store_ids, tokens: by_index, jwt, bigcommerce_api })
+}
+
+/// What [`set_up`] made on the server (and the BigCommerce stores' API, kept running).
+struct SetUp {
+    store_ids: Vec<String>,
+    tokens: Vec<String>,
+    jwt: Option<String>,
+    bigcommerce_api: Option<Arc<lastmile_standins::StandIn>>,
 }
 
 /// Tracking pages of the first orders (looked up through the admin API).
@@ -140,7 +154,7 @@ pub async fn run_city(
         scenario.graph.edge_count()
     ));
     let api = Api::new(base)?;
-    let (store_ids, tokens, jwt) = set_up(&api, admin_key, &scenario).await?;
+    let SetUp { store_ids, tokens, jwt, bigcommerce_api } = set_up(&api, admin_key, &scenario).await?;
     say(format!(
         "set up {} stores ({}) and {} drivers; seed {}",
         store_ids.len(),
@@ -166,6 +180,7 @@ pub async fn run_city(
         store_ids: Arc::new(store_ids.clone()),
         client_jwt: jwt,
         run_salt,
+        bigcommerce_api,
     };
     let sender = tokio::spawn(store::run(front, opts.max_orders, orders_stop.clone()));
 

@@ -1,6 +1,8 @@
-//! What stores send: Shopify and WooCommerce order webhooks in the platforms' real
-//! payload shapes (the published samples, with this order's ids, people, places and
+//! What stores send: Shopify, WooCommerce and BigCommerce order webhooks in the platforms'
+//! real payload shapes (the published samples, with this order's ids, people, places and
 //! items written in), signed the way each platform signs them; and native order bodies.
+//! A BigCommerce webhook only names the order: the simulated store's API (a platform
+//! stand-in) serves the order itself, shipping to this order's street address.
 
 use crate::scenario::{OrderSpec, StoreSpec};
 use base64::engine::general_purpose::STANDARD;
@@ -16,6 +18,9 @@ const SHOPIFY_SAMPLE: &str = include_str!("../../ingest/tests/fixtures/shopify/o
 /// WooCommerce's published order resource sample.
 const WOO_SAMPLE: &str =
     include_str!("../../ingest/tests/fixtures/woocommerce/order_updated_727_status_completed.json");
+
+/// BigCommerce's published `store/order/created` callback.
+const BIGCOMMERCE_SAMPLE: &str = include_str!("../../ingest/tests/fixtures/bigcommerce/store_order_created.json");
 
 fn template(cell: &'static OnceLock<Value>, text: &str) -> Value {
     cell.get_or_init(|| serde_json::from_str(text).expect("the embedded platform sample is valid JSON")).clone()
@@ -135,6 +140,48 @@ pub fn shopify(store: &StoreSpec, order: &OrderSpec, run_salt: u64, now: DateTim
     Delivery { headers, body, platform_order_id: id.to_string() }
 }
 
+/// The platform order id of a BigCommerce order (numeric, unique per run).
+pub fn bigcommerce_order_id(order: &OrderSpec, run_salt: u64) -> u64 {
+    10_000 + (run_salt % 10_000) * 1_000_000 + order.number
+}
+
+/// The shipping address the store's API gives for `order`: a street address and no
+/// coordinates (BigCommerce has none), for the server to geocode.
+pub fn bigcommerce_shipping_address(order: &OrderSpec) -> Value {
+    json!({
+        "first_name": order.first_name, "last_name": order.last_name, "company": "",
+        "street_1": order.street, "street_2": "", "city": "Helsinki", "zip": order.postal_code,
+        "country": "Finland", "country_iso2": "FI", "state": "", "email": order.email(), "phone": "+358401234567",
+    })
+}
+
+/// `store/order/created` naming the order, signed as BigCommerce signs callbacks (Standard
+/// Webhooks; the store's webhook secret is the app's client secret).
+pub fn bigcommerce(store: &StoreSpec, order: &OrderSpec, run_salt: u64, now: DateTime<Utc>) -> Delivery {
+    static T: OnceLock<Value> = OnceLock::new();
+    let mut o = template(&T, BIGCOMMERCE_SAMPLE);
+    let id = bigcommerce_order_id(order, run_salt);
+    o["data"]["id"] = json!(id);
+    o["producer"] = json!(format!("stores/{}", store.identity));
+    o["created_at"] = json!(now.timestamp());
+    o["hash"] = json!(format!("{:040x}", uuid::Uuid::new_v4().as_u128()));
+    let body = serde_json::to_vec(&o).expect("JSON");
+    let msg_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let ts = now.timestamp().to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(store.secret.as_bytes()).expect("HMAC takes keys of any length");
+    for part in [msg_id.as_bytes(), b".", ts.as_bytes(), b".", &body] {
+        mac.update(part);
+    }
+    let signature = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    let headers = vec![
+        ("webhook-id", msg_id),
+        ("webhook-timestamp", ts),
+        ("webhook-signature", signature),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    Delivery { headers, body, platform_order_id: id.to_string() }
+}
+
 pub fn woocommerce(store: &StoreSpec, order: &OrderSpec, run_salt: u64, now: DateTime<Utc>) -> Delivery {
     static T: OnceLock<Value> = OnceLock::new();
     let mut o = template(&T, WOO_SAMPLE);
@@ -238,6 +285,26 @@ mod tests {
         d.headers.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
     }
 
+    /// A BigCommerce callback verifies with the store's secret, is recognised, and names the
+    /// order for the server to fetch.
+    #[test]
+    fn bigcommerce_callbacks_verify_and_name_the_order() {
+        let cfg = Args::parse_from(["t", "--stores", "1", "--sources", "bigcommerce"]).city;
+        let s = Scenario::new(cfg, RoadGraph::helsinki().unwrap(), "t").unwrap();
+        let order = s.order(3);
+        let store = &s.stores[order.store];
+        let now = Utc::now();
+        let d = bigcommerce(store, &order, 42, now);
+        let key = VerifyKey { secret: &store.secret, custom_header: None };
+        lastmile_ingest::verify(Platform::Bigcommerce, &pairs(&d), &d.body, &key, now).expect("signature verifies");
+        assert_eq!(lastmile_ingest::detect_platform(&pairs(&d), &d.body), Some(Platform::Bigcommerce));
+        let parsed = lastmile_ingest::parse(Platform::Bigcommerce, &pairs(&d), &d.body).unwrap();
+        assert!(format!("{parsed:?}").contains(&d.platform_order_id), "{parsed:?}");
+        let address = bigcommerce_shipping_address(&order);
+        assert_eq!(address["street_1"], order.street.as_str());
+        assert!(address.get("lat").is_none());
+    }
+
     /// The server's own adapters accept what the simulated stores send.
     #[test]
     fn deliveries_verify_and_normalize_with_the_real_adapters() {
@@ -249,7 +316,7 @@ mod tests {
             let d = match store.source {
                 Source::Shopify => shopify(store, &order, 42, now),
                 Source::Woocommerce => woocommerce(store, &order, 42, now),
-                Source::Native => unreachable!(),
+                Source::Bigcommerce | Source::Native => unreachable!(),
             };
             let key = VerifyKey { secret: &store.secret, custom_header: None };
             lastmile_ingest::verify(platform, &pairs(&d), &d.body, &key, now).expect("signature verifies");

@@ -16,6 +16,9 @@ use std::time::Duration;
 pub enum Source {
     Shopify,
     Woocommerce,
+    /// A signed `store/order/created` callback; the order itself is fetched from the
+    /// store's API (a stand-in the simulator runs on 127.0.0.1).
+    Bigcommerce,
     Native,
 }
 
@@ -24,8 +27,14 @@ impl Source {
         match self {
             Source::Shopify => "shopify",
             Source::Woocommerce => "woocommerce",
+            Source::Bigcommerce => "bigcommerce",
             Source::Native => "native",
         }
+    }
+
+    /// Its orders carry a street address and no coordinates: the server geocodes them.
+    pub fn needs_geocoding(self) -> bool {
+        matches!(self, Source::Woocommerce | Source::Bigcommerce)
     }
 }
 
@@ -45,7 +54,7 @@ pub struct CityConfig {
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// How orders arrive; stores take these in turn.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Source::Shopify, Source::Woocommerce])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Source::Shopify, Source::Woocommerce, Source::Bigcommerce])]
     pub sources: Vec<Source>,
     /// Chance that a driver accepts an offer (the rest are declined with a reason).
     #[arg(long, default_value_t = 0.85)]
@@ -265,6 +274,7 @@ impl Scenario {
                 let identity = match source {
                     Source::Shopify => format!("{slug}.myshopify.com"),
                     Source::Woocommerce => format!("https://{slug}.example.fi"),
+                    Source::Bigcommerce => slug.clone(),
                     Source::Native => slug.clone(),
                 };
                 StoreSpec {

@@ -1,7 +1,8 @@
 //! The simulated stores: order `n` leaves its store at `n / rate` into the run, as a
-//! signed Shopify or WooCommerce webhook or a native `POST /v1/orders`. WooCommerce orders
-//! carry no coordinates, so a simulated operator locates them (`PATCH /v1/orders/{id}`),
-//! as ops would after geocoding the address.
+//! signed Shopify, WooCommerce or BigCommerce webhook or a native `POST /v1/orders`.
+//! WooCommerce and BigCommerce orders carry only a street address: the server geocodes
+//! them (or, with `--locate-by-hand`, a simulated operator locates them with
+//! `PATCH /v1/orders/{id}`).
 
 use crate::client::Api;
 use crate::payloads;
@@ -30,6 +31,8 @@ pub struct Storefront {
     pub client_jwt: Option<String>,
     /// Makes platform order ids unique per run.
     pub run_salt: u64,
+    /// The BigCommerce stores' API, which serves the orders their callbacks name.
+    pub bigcommerce_api: Option<Arc<lastmile_standins::StandIn>>,
 }
 
 /// Requests in flight at once: past this the sender waits (and falls behind its rate,
@@ -73,6 +76,14 @@ async fn send_one(f: &Storefront, n: u64) {
         Source::Woocommerce => {
             f.api.webhook("woocommerce", store_id, &payloads::woocommerce(store, &order, f.run_salt, now)).await
         }
+        Source::Bigcommerce => {
+            let d = payloads::bigcommerce(store, &order, f.run_salt, now);
+            if let Some(api) = &f.bigcommerce_api {
+                // Awaiting Fulfillment, shipping to the customer's street address.
+                api.seed_bigcommerce_order(&d.platform_order_id, "11", payloads::bigcommerce_shipping_address(&order));
+            }
+            f.api.webhook("bigcommerce", store_id, &d).await
+        }
         Source::Native => {
             let ready =
                 (!order.prep.is_zero()).then(|| now + chrono::Duration::from_std(order.prep).unwrap_or_default());
@@ -101,7 +112,7 @@ async fn send_one(f: &Storefront, n: u64) {
         return;
     };
     f.stats.received.fetch_add(1, Relaxed);
-    if store.source == Source::Woocommerce && f.scenario.cfg.locate_by_hand {
+    if store.source.needs_geocoding() && f.scenario.cfg.locate_by_hand {
         locate(f, &order_id, order.dropoff).await;
     } else {
         f.stats.dispatchable(&order_id);

@@ -21,7 +21,8 @@ async fn a_short_demo_delivers_orders_end_to_end() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = sqlite_config(dir.path(), "127.0.0.1:0");
     cfg.dispatch.tick_ms = 100;
-    // As `lastmile demo` does: WooCommerce orders carry only an address; the server geocodes it.
+    // As `lastmile demo` does: WooCommerce and BigCommerce orders carry only an address; the
+    // server geocodes it.
     cfg.geocoding.osm_pbf = Some(lastmile_geo::helsinki_pbf_path());
     let server = DemoServer::start(cfg, dir.path().to_path_buf()).await.expect("server starts");
 
@@ -31,7 +32,7 @@ async fn a_short_demo_delivers_orders_end_to_end() {
         "--drivers",
         "6",
         "--stores",
-        "2",
+        "3",
         "--orders-per-minute",
         "90",
         "--seed",
@@ -54,7 +55,7 @@ async fn a_short_demo_delivers_orders_end_to_end() {
         duration: Some(Duration::from_secs(5)),
         drain: Duration::from_secs(40),
         progress_every: None,
-        max_orders: Some(6),
+        max_orders: Some(9),
         map: None,
     };
     let outcome = run_city(&server.base, &server.admin_key, city, opts, CancellationToken::new())
@@ -87,6 +88,9 @@ async fn a_short_demo_delivers_orders_end_to_end() {
     // WooCommerce orders (no coordinates) were geocoded by the server and delivered too.
     let woo = delivered.iter().filter(|o| o["platform"] == "woocommerce").count();
     assert!(woo >= 1, "a WooCommerce order was geocoded and delivered: {list}");
+    // BigCommerce orders were fetched from the store's API (by id), geocoded and delivered.
+    let bc = delivered.iter().filter(|o| o["platform"] == "bigcommerce").count();
+    assert!(bc >= 1, "a BigCommerce order was fetched, geocoded and delivered: {list}");
     let metrics = http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
     let offers = lastmile_sim::client::counter_sum(&metrics, "lastmile_offers_sent_total", &[]);
     assert!(offers >= s.accepted as f64, "offers sent {offers}");

@@ -188,5 +188,17 @@ async fn get_shipping_addresses(
     Path((hash, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    read_order(&shared, &hash, &headers, &id, |n, _| collection(SHIPPING_ADDRESSES_FIXTURE, n))
+    let address = shared.lock().bigcommerce_shipping.get(&id).cloned();
+    read_order(&shared, &hash, &headers, &id, |n, _| {
+        let list = collection(SHIPPING_ADDRESSES_FIXTURE, n);
+        match (address, list.get(0).cloned()) {
+            (Some(Value::Object(fields)), Some(mut first)) => {
+                for (k, v) in fields {
+                    first[k] = v;
+                }
+                json!([first])
+            }
+            _ => list,
+        }
+    })
 }

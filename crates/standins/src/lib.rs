@@ -85,6 +85,9 @@ pub(crate) struct State {
     pub shopify: HashMap<String, shopify::Order>,
     pub woocommerce: HashMap<String, String>,
     pub bigcommerce: HashMap<String, u32>,
+    /// BigCommerce orders whose shipping address is not the fixture's: the fields to put
+    /// into it (`street_1`, `city`, `zip`, `country_iso2`, names, ...).
+    pub bigcommerce_shipping: HashMap<String, serde_json::Value>,
     /// Source of fresh numeric ids (fulfillment orders, fulfillments, events).
     pub next_id: u64,
 }
@@ -232,6 +235,18 @@ impl StandIn {
             }
             Platform::Native => unreachable!("no stand-in starts for native"),
         }
+    }
+
+    /// A BigCommerce order (`status_id` as in [`StandIn::seed_order`]) shipping to
+    /// `address`: its fields replace the published example's in
+    /// `GET .../shipping_addresses`, which then lists this one address.
+    ///
+    /// # Panics
+    /// On another platform, or a status BigCommerce does not have.
+    pub fn seed_bigcommerce_order(&self, order_id: &str, status: &str, address: serde_json::Value) {
+        assert_eq!(self.shared.platform, Platform::Bigcommerce, "only BigCommerce orders have shipping addresses here");
+        self.seed_order(order_id, status);
+        self.shared.lock().bigcommerce_shipping.insert(order_id.to_owned(), address);
     }
 
     /// The order's status in the same vocabulary as [`StandIn::seed_order`].

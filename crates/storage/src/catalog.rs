@@ -375,6 +375,60 @@ impl Db {
     }
 }
 
+/// What a catalog order would cost now, from the menu's prices: what a payment is
+/// authorized for before the order is placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogQuote {
+    Priced {
+        total_minor: i64,
+        currency: String,
+    },
+    /// Indexes of order lines naming no dish on this store's menu.
+    UnknownItems(Vec<usize>),
+}
+
+impl Db {
+    /// The total of `lines` at the menu's current prices (read only; nothing is reserved).
+    pub async fn quote_catalog_order(
+        &self,
+        tenant: &TenantId,
+        store: &StoreId,
+        lines: &[(String, i64)],
+    ) -> Result<CatalogQuote> {
+        let mut priced = Vec::with_capacity(lines.len());
+        let mut unknown = Vec::new();
+        for (i, (id, qty)) in lines.iter().enumerate() {
+            let row = sqlx::query(&format!(
+                "SELECT {ITEM_COLS} FROM menu_items WHERE tenant_id = $1 AND store_id = $2 AND id = $3 AND removed_at IS NULL"
+            ))
+            .bind(tenant.as_str())
+            .bind(store.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            match row {
+                Some(r) => {
+                    let d = item_from_row(&r, 0)?.item;
+                    let dish = PricedDish {
+                        sku: d.sku.clone(),
+                        name: d.name.clone(),
+                        price_minor: d.price_minor,
+                        currency: d.currency.clone(),
+                        prep_time_s: d.prep_time_s,
+                    };
+                    priced.push((dish, *qty));
+                }
+                None => unknown.push(i),
+            }
+        }
+        if !unknown.is_empty() {
+            return Ok(CatalogQuote::UnknownItems(unknown));
+        }
+        let (_, totals, _) = price_order(&priced);
+        Ok(CatalogQuote::Priced { total_minor: totals.total_minor, currency: totals.currency })
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn upsert_item_in(
     c: &mut WriteConn,

@@ -75,6 +75,7 @@ impl Db {
             last_seen_at: None,
             created_at: now,
         };
+        self.audit_target(d.id.as_str());
         let (r, token_hash) = (d.clone(), token_hash.to_owned());
         self.write(move |c| {
             Box::pin(async move {

@@ -12,6 +12,7 @@
 //! TEXT. Where the dialects differ (`FOR UPDATE SKIP LOCKED`, advisory locks, migrations)
 //! the code branches on [`Dialect`].
 
+mod audit;
 mod bind;
 mod catalog;
 mod console_feed;
@@ -20,8 +21,11 @@ mod driver_codes;
 mod drivers;
 mod geocode;
 mod intake;
+mod keyring;
+mod leases;
 mod orders;
 mod outbox;
+mod payments;
 mod photos;
 mod recovery;
 mod stores;
@@ -31,8 +35,10 @@ pub mod testing;
 mod time;
 mod timeline;
 mod users;
+mod webhook_endpoints;
 mod writer;
 
+pub use audit::{AuditEntry, AuditRecord};
 pub use bind::OptF64;
 pub use catalog::*;
 pub use console_feed::*;
@@ -40,8 +46,11 @@ pub use dispatch::*;
 pub use drivers::*;
 pub use geocode::*;
 pub use intake::*;
+pub use keyring::*;
+pub use leases::*;
 pub use orders::*;
 pub use outbox::*;
+pub use payments::*;
 pub use photos::*;
 pub use recovery::*;
 pub use stores::*;
@@ -50,6 +59,7 @@ pub use tenants::*;
 pub use time::{from_ms, now_ms, to_ms};
 pub use timeline::*;
 pub use users::*;
+pub use webhook_endpoints::*;
 pub use writer::WriteConn;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -128,6 +138,8 @@ pub struct Db {
     writer: writer::Writer,
     /// Woken after every commit that wrote outbox rows, so the relay need not poll fast.
     outbox_notify: Arc<Notify>,
+    /// Set on a handle from [`Db::with_audit`]: the audit entry its next write records.
+    audit: Option<audit::AuditSlot>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,7 +190,7 @@ impl Db {
             .await?;
         let outbox_notify = Arc::new(Notify::new());
         let writer = writer::Writer::spawn(pool.clone(), dialect, opts.max_batch, outbox_notify.clone());
-        Ok(Self { pool, dialect, writer, outbox_notify })
+        Ok(Self { pool, dialect, writer, outbox_notify, audit: None })
     }
 
     pub async fn migrate(&self) -> Result<()> {
@@ -214,7 +226,21 @@ impl Db {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteConn) -> futures::future::BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.writer.submit(job).await
+        match self.take_audit() {
+            None => self.writer.submit(job).await,
+            // An audited handle: the entry commits with the job's own changes, or not at all.
+            Some(entry) => {
+                self.writer
+                    .submit(move |c: &mut WriteConn| -> futures::future::BoxFuture<'_, Result<T>> {
+                        Box::pin(async move {
+                            let value = job(&mut *c).await?;
+                            audit::insert(&mut *c, &entry).await?;
+                            Ok(value)
+                        })
+                    })
+                    .await
+            }
+        }
     }
 
     /// Stop accepting writes and wait for the writer to finish what it holds.

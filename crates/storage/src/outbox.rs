@@ -7,7 +7,7 @@ use lastmile_core::{Event, EventId, EventKind, TenantId};
 
 /// Arbitrary constant naming the PostgreSQL advisory lock that serializes outbox writers,
 /// so that `seq` order equals commit order even with several nodes writing.
-const OUTBOX_LOCK_KEY: i64 = 0x6c61_7374_6d69;
+pub(crate) const OUTBOX_LOCK_KEY: i64 = 0x6c61_7374_6d69;
 
 /// Insert one event inside the caller's transaction.
 pub async fn insert_event(

@@ -327,17 +327,24 @@ impl Db {
     /// Replay a sync dead letter: its job becomes pending again with a fresh schedule.
     /// Idempotent: replaying a job that is pending, running or done changes nothing.
     pub async fn requeue_sync_job(&self, tenant: &TenantId, job_id: &SyncJobId) -> Result<bool> {
-        let (t, j) = (tenant.clone(), job_id.clone());
+        self.requeue_dead("sync_jobs", tenant, job_id.as_str()).await
+    }
+
+    /// Put a dead row of a job queue (`sync_jobs`, `webhook_deliveries`) back, due now with
+    /// its attempts reset: a dead letter's replay. False when it is not dead (already
+    /// requeued, or done).
+    pub(crate) async fn requeue_dead(&self, table: &'static str, tenant: &TenantId, id: &str) -> Result<bool> {
+        let (t, j) = (tenant.clone(), id.to_owned());
         self.write(move |c| {
             Box::pin(async move {
                 let now = now_ms();
-                let done = sqlx::query(
-                    "UPDATE sync_jobs SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1 \
-                                        WHERE tenant_id = $2 AND id = $3 AND state = 'dead'",
-                )
+                let done = sqlx::query(&format!(
+                    "UPDATE {table} SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1 \
+                     WHERE tenant_id = $2 AND id = $3 AND state = 'dead'"
+                ))
                 .bind(now)
                 .bind(t.as_str())
-                .bind(j.as_str())
+                .bind(&j)
                 .execute(&mut *c)
                 .await?;
                 Ok(done.rows_affected() > 0)

@@ -64,6 +64,7 @@ impl Db {
             role: role.to_owned(),
             created_at: now_ms(),
         };
+        self.audit_target(&user.id);
         let u = user.clone();
         self.write(move |c| {
             Box::pin(async move {

@@ -113,8 +113,26 @@ async fn run(
     tracing::debug!("storage writer stopped");
 }
 
-async fn commit_batch(pool: &AnyPool, _dialect: Dialect, batch: &mut Vec<Job>) {
-    let mut tx = match pool.begin().await {
+async fn commit_batch(pool: &AnyPool, dialect: Dialect, batch: &mut Vec<Job>) {
+    let begun = match pool.begin().await {
+        Ok(mut tx) => {
+            // Several nodes writing one PostgreSQL: take the outbox lock (which nearly every
+            // batch needs for its events anyway) before any row lock, so every batch locks
+            // in the same order. Taken mid-batch instead, one node's batch holding an order
+            // row waits for the lock while another's holding the lock waits for that row:
+            // a deadlock, and its requests fail.
+            match dialect {
+                Dialect::Postgres => sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(crate::outbox::OUTBOX_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| tx),
+                Dialect::Sqlite => Ok(tx),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let mut tx = match begun {
         Ok(tx) => tx,
         Err(e) => {
             let msg = format!("could not begin transaction: {e}");

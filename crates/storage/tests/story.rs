@@ -417,6 +417,51 @@ async fn raw_payload_archive_keeps_each_body_once(db: &Db) {
     assert_eq!(db.count_raw_payload_bodies(&t).await.unwrap(), 0, "unreferenced bodies go with their rows");
 }
 
+/// Each event reaches each subscribed endpoint's queue once, even when the relay hands a
+/// batch over twice; unsubscribed kinds, disabled endpoints and other tenants get nothing;
+/// a claimed delivery is leased, and a dead one goes back to the queue once.
+async fn webhook_fan_out_once_per_endpoint(db: &Db) {
+    use lastmile_storage::{NewWebhookEndpoint, WebhookEndpointPatch};
+    let before = db.unpublished_events(100_000).await.unwrap();
+    db.mark_published_through(before.last().map(|e| e.seq).unwrap_or(0)).await.unwrap();
+    let (t, store) = seed(db).await;
+    let ep = |events: &[&str]| NewWebhookEndpoint {
+        url: "https://hooks.example/x".into(),
+        description: String::new(),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        secret_enc: vec![1, 2, 3],
+    };
+    let all = db.create_webhook_endpoint(&t, ep(&["*"])).await.unwrap();
+    let created_only = db.create_webhook_endpoint(&t, ep(&["order_created"])).await.unwrap();
+    let off = db.create_webhook_endpoint(&t, ep(&["*"])).await.unwrap();
+    db.update_webhook_endpoint(&t, &off.id, WebhookEndpointPatch { enabled: Some(false), ..Default::default() })
+        .await
+        .unwrap();
+    let o = db.intake_platform_order(src(&t, &store), normalized("W", 1, true), raw()).await.unwrap().order_id.unwrap();
+    db.cancel_order(&t, &o, "x").await.unwrap();
+    let events = db.unpublished_events(100).await.unwrap();
+    let last = events.last().unwrap().seq;
+    let subscribable = events.iter().filter(|e| e.kind.subscribable()).count();
+    let queued = db.fan_out_and_mark_published(events.clone(), last).await.unwrap();
+    assert_eq!(queued, subscribable + 1, "every kind to `*`, order_created also to the second");
+    assert!(db.unpublished_events(100).await.unwrap().is_empty(), "marked published in the same commit");
+    assert_eq!(db.fan_out_and_mark_published(events, last).await.unwrap(), 0, "a batch handed over twice");
+    assert_eq!(db.list_webhook_deliveries(&t, &created_only.id, 10).await.unwrap().len(), 1);
+    assert!(db.list_webhook_deliveries(&t, &off.id, 10).await.unwrap().is_empty());
+
+    let now = now_ms();
+    let claimed = db.claim_webhook_deliveries(now, 60_000, 100, 100, vec![]).await.unwrap();
+    assert_eq!(claimed.len(), queued);
+    assert!(db.claim_webhook_deliveries(now, 60_000, 100, 100, vec![]).await.unwrap().is_empty(), "leased");
+    let per_endpoint = db.claim_webhook_deliveries(now + 61_000, 1_000, 100, 1, vec![]).await.unwrap();
+    assert_eq!(per_endpoint.len(), 2, "one per endpoint when the lease ran out");
+    let d = claimed.iter().find(|d| d.endpoint_id == all.id).unwrap();
+    db.dead_letter_webhook_delivery(d, "gone", Some(500)).await.unwrap();
+    assert!(db.requeue_webhook_delivery(&t, &d.id).await.unwrap());
+    assert!(!db.requeue_webhook_delivery(&t, &d.id).await.unwrap(), "requeued once");
+    assert_eq!(db.get_webhook_delivery(&t, &d.id).await.unwrap().state, "pending");
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,5 +491,6 @@ mod on_both_backends {
         a_refused_statement_poisons_nothing,
         an_order_without_coordinates_first_poisons_nothing,
         raw_payload_archive_keeps_each_body_once,
+        webhook_fan_out_once_per_endpoint,
     );
 }

@@ -228,7 +228,7 @@ pub async fn create_store(
     let now = now_ms();
     let record = StoreRecord {
         id: StoreId::generate(),
-        tenant_id: auth.tenant_id,
+        tenant_id: auth.tenant_id.clone(),
         name: input.name.trim().into(),
         platform,
         platform_store_id: normalize_identity(platform, &input.platform_store_id),
@@ -242,7 +242,8 @@ pub async fn create_store(
         created_at: now,
         updated_at: now,
     };
-    let created = state.db.create_store(record).await.map_err(|e| match e {
+    let audited = crate::audit::db(&state, &auth, "store.create", Some(record.id.as_str()));
+    let created = audited.create_store(record).await.map_err(|e| match e {
         lastmile_storage::StorageError::Conflict(_) => {
             ApiError::conflict("store_exists", "a store with this platform and platform_store_id already exists")
         }
@@ -307,7 +308,8 @@ pub async fn patch_store(
         pickup: pickup.map(|((lat, lng), address)| (lat, lng, address)),
         tier: input.tier,
     };
-    let s = state.db.patch_store(&auth.tenant_id, &id, patch).await.map_err(not_found("store"))?;
+    let audited = crate::audit::db(&state, &auth, "store.update", Some(id.as_str()));
+    let s = audited.patch_store(&auth.tenant_id, &id, patch).await.map_err(not_found("store"))?;
     Ok(Json(store_view(&s, store_credentials(&state, &s)?.as_ref())))
 }
 
@@ -317,7 +319,8 @@ pub async fn delete_store(
     auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.db.delete_store(&auth.tenant_id, &StoreId(id)).await.map_err(not_found("store"))?;
+    let audited = crate::audit::db(&state, &auth, "store.delete", Some(&id));
+    audited.delete_store(&auth.tenant_id, &StoreId(id)).await.map_err(not_found("store"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -398,8 +401,7 @@ pub async fn create_driver(
         return Err(ApiError::validation(fields));
     }
     let token = new_token("lm_drv");
-    let d = state
-        .db
+    let d = crate::audit::db(&state, &auth, "driver.create", None)
         .create_driver(&auth.tenant_id, input.name.trim(), &input.phone, &input.vehicle, capacity, &lookup_hash(&token))
         .await?;
     Ok((StatusCode::CREATED, Json(CreatedDriver { driver: driver_view(&d), token })))
@@ -418,7 +420,8 @@ pub async fn revoke_driver(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = DriverId(id);
-    let recovered = state.db.revoke_driver(&auth.tenant_id, &id).await.map_err(not_found("driver"))?;
+    let audited = crate::audit::db(&state, &auth, "driver.revoke", Some(id.as_str()));
+    let recovered = audited.revoke_driver(&auth.tenant_id, &id).await.map_err(not_found("driver"))?;
     state.fleet.remove(&id);
     state.hub.disconnect_driver(&id);
     crate::recovery::log_recovered(&id, lastmile_storage::Abandon::Revoked, &recovered);
@@ -450,7 +453,8 @@ pub async fn create_api_client(
     let secret = new_token("lm_cs");
     let s2 = secret.clone();
     let hash = tokio::task::spawn_blocking(move || argon2_hash(&s2)).await.map_err(ApiError::internal)??;
-    let c = state.db.create_api_client(&auth.tenant_id, input.name.trim(), &hash).await?;
+    let audited = crate::audit::db(&state, &auth, "api_client.create", None);
+    let c = audited.create_api_client(&auth.tenant_id, input.name.trim(), &hash).await?;
     Ok((StatusCode::CREATED, Json(CreatedApiClient { client_id: c.id, client_secret: secret, name: c.name })))
 }
 

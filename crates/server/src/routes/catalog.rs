@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/catalog/stores", get(list_stores))
         .route("/v1/catalog/stores/{id}/menu", get(get_menu))
         .route("/v1/catalog/search", get(search))
+        .route("/v1/orders/{id}/payments", get(order_payments))
 }
 
 const DEFAULT_RADIUS_M: f64 = 5_000.0;
@@ -139,7 +140,8 @@ pub async fn put_menu(
 ) -> ApiResult<Json<MenuJson>> {
     let menu: Menu = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
     let menu = menu.validate().map_err(fields)?;
-    let view = state.db.put_menu(&auth.tenant_id, &StoreId(id), menu).await.map_err(not_found("store"))?;
+    let audited = crate::audit::db(&state, &auth, "menu.put", Some(&id));
+    let view = audited.put_menu(&auth.tenant_id, &StoreId(id), menu).await.map_err(not_found("store"))?;
     state.catalog.store_changed(&auth.tenant_id, view.store.clone());
     Ok(Json(menu_json(&view)))
 }
@@ -156,8 +158,7 @@ pub async fn patch_item(
 ) -> ApiResult<Json<ItemView>> {
     let patch: ItemPatch = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
     patch.validate().map_err(fields)?;
-    let view = state
-        .db
+    let view = crate::audit::db(&state, &auth, "menu_item.update", Some(&item_id))
         .patch_menu_item(&auth.tenant_id, &StoreId(id), &item_id, patch)
         .await
         .map_err(not_found("menu item"))?;
@@ -448,8 +449,24 @@ pub async fn create_catalog_order(
             lines.push((id.to_owned(), q));
         }
     }
+    let payment: Option<crate::payments::PaymentInput> = match body.get("payment") {
+        None | Some(Value::Null) => None,
+        Some(p) => match serde_json::from_value(p.clone()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(("payment".into(), format!("must be {{\"provider\", \"token\"}}: {e}")));
+                None
+            }
+        },
+    };
+    if payment.is_none() && state.cfg.payments.required && !errors.iter().any(|(k, _)| k == "payment") {
+        errors.push(("payment".into(), "is required: {\"provider\", \"token\"}".into()));
+    }
     // The native parser checks customer, dropoff and readiness; the catalog sets the rest.
     let mut shaped = body.clone();
+    if let Some(o) = shaped.as_object_mut() {
+        o.remove("payment");
+    }
     shaped["items"] = json!([{"name": "catalog", "quantity": 1, "unit_price_minor": 0}]);
     if shaped.get("currency").is_none_or(Value::is_null) {
         shaped["currency"] = json!("XXX");
@@ -477,8 +494,39 @@ pub async fn create_catalog_order(
     })?;
     let src =
         IntakeSource { tenant_id: auth.tenant_id.clone(), store_id: store.id.clone(), platform: Platform::Native };
-    let outcome = state.db.create_catalog_order(src, native.order, lines, native.ready_at, Some(idem.clone())).await?;
-    match outcome {
+    // The card is authorized for the menu price before anything is reserved: a declined
+    // payment leaves no order and holds no stock.
+    let held = match &payment {
+        None => None,
+        Some(p) => match state.db.quote_catalog_order(&auth.tenant_id, &store.id, &lines).await? {
+            lastmile_storage::CatalogQuote::UnknownItems(idx) => return Err(unknown_items(idx)),
+            lastmile_storage::CatalogQuote::Priced { total_minor, currency } => {
+                Some(crate::payments::authorize(state, &auth.tenant_id, &store.id, p, total_minor, &currency).await?)
+            }
+        },
+    };
+    let outcome = state.db.create_catalog_order(src, native.order, lines, native.ready_at, Some(idem.clone())).await;
+    let outcome = match (outcome, &held) {
+        (Ok(CatalogOrderOutcome::Placed(order, IntakeResult::Created)), Some(h)) => {
+            if order.totals.total_minor > h.amount_minor {
+                // A price went up between the quote and the order: do not charge more than
+                // was authorized; the order is withdrawn and the client may order again.
+                h.void(state, &auth.tenant_id).await;
+                let _ = state.db.cancel_order(&auth.tenant_id, &order.id, "the price changed while ordering").await;
+                return Err(ApiError::conflict("price_changed", "a dish's price changed while ordering; order again"));
+            }
+            h.capture(state, &auth.tenant_id, &order.id, order.totals.total_minor).await;
+            Ok(CatalogOrderOutcome::Placed(order, IntakeResult::Created))
+        }
+        (other, Some(h)) => {
+            // Not placed (out of stock, unknown dish, an error), or a repeat whose first
+            // order holds its own payment: release the hold.
+            h.void(state, &auth.tenant_id).await;
+            other
+        }
+        (other, None) => other,
+    };
+    match outcome? {
         CatalogOrderOutcome::Placed(order, result) => {
             metrics::counter!("lastmile_orders_ingested_total", "platform" => "native", "result" => result.as_str())
                 .increment(1);
@@ -493,10 +541,27 @@ pub async fn create_catalog_order(
             Err(ApiError::conflict("out_of_stock", "some items are not available in the quantity ordered")
                 .with_details(json!({"items": items})))
         }
-        CatalogOrderOutcome::UnknownItems(idx) => Err(fields(
-            idx.into_iter()
-                .map(|i| (format!("items[{i}].item_id"), "no such item on this store's menu".into()))
-                .collect(),
-        )),
+        CatalogOrderOutcome::UnknownItems(idx) => Err(unknown_items(idx)),
     }
+}
+
+fn unknown_items(idx: Vec<usize>) -> ApiError {
+    fields(
+        idx.into_iter().map(|i| (format!("items[{i}].item_id"), "no such item on this store's menu".into())).collect(),
+    )
+}
+
+#[utoipa::path(get, path = "/v1/orders/{id}/payments", tag = "catalog", params(("id" = String, Path)),
+    responses((status = 200, description = "{payments: [{id, provider, state (captured, voided, refunded, authorized), amount_minor, currency, decline_code}]}"),
+              (status = 404, description = "No such order")),
+    security(("client_jwt" = []), ("admin_key" = [])))]
+pub async fn order_payments(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let order = lastmile_core::OrderId(id);
+    state.db.get_order(&auth.tenant_id, &order).await.map_err(not_found("order"))?;
+    let list = state.db.payments_for_order(&auth.tenant_id, &order).await?;
+    Ok(Json(json!({"payments": list})))
 }

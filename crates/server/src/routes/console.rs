@@ -238,7 +238,8 @@ pub async fn create_user_route(
     auth: AdminAuth,
     Json(input): Json<UserInput>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
-    let u = create_user(&state.db, &auth.tenant_id, &input.email, &input.password, &input.role).await?;
+    let audited = crate::audit::db(&state, &auth, "user.create", None);
+    let u = create_user(&audited, &auth.tenant_id, &input.email, &input.password, &input.role).await?;
     Ok((StatusCode::CREATED, Json(user_view(&u))))
 }
 
@@ -254,7 +255,8 @@ pub async fn disable_user(
     auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.db.disable_user(&auth.tenant_id, &id).await.map_err(not_found("user"))?;
+    let audited = crate::audit::db(&state, &auth, "user.disable", Some(&id));
+    audited.disable_user(&auth.tenant_id, &id).await.map_err(not_found("user"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

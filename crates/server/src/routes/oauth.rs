@@ -160,7 +160,7 @@ pub async fn token(
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed", used_basic);
     }
     let ttl = state.cfg.token_ttl_s;
-    match state.keys.issue_jwt(client.id.as_str(), client.tenant_id.as_str(), ttl) {
+    match state.keys.issue_jwt_current(&state.db, client.id.as_str(), client.tenant_id.as_str(), ttl).await {
         Ok(jwt) => (
             StatusCode::OK,
             [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],

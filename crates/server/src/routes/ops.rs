@@ -244,7 +244,7 @@ fn sync_job_of(d: &DeadLetter) -> Option<SyncJobId> {
 /// job is queued again and runs through the worker like any job (breakers, rate limits,
 /// check-before-act); if it fails again it comes back as a new dead letter, and the job's
 /// standing shows beside this one in `GET /v1/dead-letters`.
-pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<ReplayResult> {
+pub async fn replay(state: &AppState, auth: &AdminAuth, d: &DeadLetter) -> ApiResult<ReplayResult> {
     let result = |outcome, changed, note: Option<String>, detail| ReplayResult {
         id: d.id.clone(),
         outcome,
@@ -273,6 +273,25 @@ pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<ReplayResult>
             },
             None => Err("the dead letter names no job".into()),
         },
+        "webhook" => match d.context.get("delivery_id").and_then(|v| v.as_str()) {
+            Some(id) => {
+                let id = lastmile_core::WebhookDeliveryId(id.to_owned());
+                match state.db.requeue_webhook_delivery(&d.tenant_id, &id).await {
+                    Ok(true) => Ok(json!({"delivery_id": id, "requeued": true})),
+                    Ok(false) => {
+                        let now = state.db.get_webhook_delivery(&d.tenant_id, &id).await.map(|s| s.state);
+                        let delivery_state = now.unwrap_or_else(|_| "gone".into());
+                        let note = format!("the delivery is {delivery_state}: nothing to replay");
+                        if delivery_state != "done" {
+                            return Ok(result("unchanged", false, Some(note), None));
+                        }
+                        Ok(json!({"delivery_id": id, "requeued": false, "note": note}))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            None => Err("the dead letter names no delivery".into()),
+        },
         _ => {
             let store =
                 state.db.get_store(&d.tenant_id, &StoreId(d.store_id.clone())).await.map_err(not_found("store"))?;
@@ -291,7 +310,9 @@ pub async fn replay(state: &AppState, d: &DeadLetter) -> ApiResult<ReplayResult>
         Ok(v) => ("succeeded", v.clone()),
         Err(e) => ("failed", json!({"error": e})),
     };
-    state.db.record_replay(&d.tenant_id, &d.id, label).await?;
+    let mut entry = crate::audit::entry(auth, "dead_letter.replay", Some(d.id.as_str()));
+    entry.details = Some(json!({"outcome": label, "kind": d.kind}));
+    state.db.with_audit(entry).record_replay(&d.tenant_id, &d.id, label).await?;
     // Only a letter settled by an already-done job sent nothing.
     let changed = detail.get("requeued") != Some(&Value::Bool(false));
     Ok(result(label, changed, None, Some(detail)))
@@ -305,7 +326,7 @@ pub async fn replay_one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ReplayResult>> {
     let d = state.db.get_dead_letter(&auth.tenant_id, &DeadLetterId(id)).await.map_err(not_found("dead letter"))?;
-    Ok(Json(replay(&state, &d).await?))
+    Ok(Json(replay(&state, &auth, &d).await?))
 }
 
 #[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "ops",
@@ -320,7 +341,7 @@ pub async fn bulk_replay(
     let list = state.db.list_dead_letters(&auth.tenant_id, &q.filter()).await?;
     let mut results = Vec::with_capacity(list.len());
     for d in &list {
-        results.push(replay(&state, d).await?);
+        results.push(replay(&state, &auth, d).await?);
     }
     let succeeded = results.iter().filter(|r| r.outcome == "succeeded").count();
     Ok(Json(BulkReplay { replayed: results.len(), succeeded, results }))

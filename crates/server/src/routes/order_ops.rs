@@ -80,8 +80,7 @@ pub async fn assign(
         ));
     }
     let ttl_ms = state.cfg.dispatch.offer_ttl_s as i64 * 1000;
-    let done = state
-        .db
+    let done = crate::audit::db(&state, &auth, "order.assign", Some(order_id.as_str()))
         .ops_assign(&auth.tenant_id, &order_id, &driver_id, input.force, state.clock.now_ms(), ttl_ms)
         .await
         .map_err(not_found("order"))?;
@@ -104,7 +103,8 @@ pub async fn unassign(
     auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Order>> {
-    let order = state.db.ops_unassign(&auth.tenant_id, &OrderId(id)).await.map_err(not_found("order"))?;
+    let audited = crate::audit::db(&state, &auth, "order.unassign", Some(&id));
+    let order = audited.ops_unassign(&auth.tenant_id, &OrderId(id)).await.map_err(not_found("order"))?;
     Ok(Json(order))
 }
 

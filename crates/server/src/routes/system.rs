@@ -22,11 +22,15 @@ pub fn router() -> Router<AppState> {
 pub struct Health {
     /// `ok` (healthz) or `ready` (readyz).
     pub status: &'static str,
+    /// readyz: this node, the cluster's live members and the tenants it matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cluster: Option<serde_json::Value>,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+    Json(Health { status: "ok", cluster: None })
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "The database answers", body = Health), (status = 503, description = "It does not")))]
@@ -35,7 +39,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::unavailable("the database is not reachable")
     })?;
-    Ok(Json(Health { status: "ready" }))
+    Ok(Json(Health { status: "ready", cluster: Some(state.cluster.summary()) }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]

@@ -102,6 +102,7 @@ pub async fn cancel(State(state): State<AppState>, Path(token): Path<String>) ->
             other => other.into(),
         })?;
     state.db.record_customer_choice(&order.tenant_id, &order.id, "cancel").await?;
+    crate::payments::refund_captured(&state, &order.tenant_id, &order.id).await;
     Ok(Json(CustomerCancelled { status: cancelled.status }))
 }
 

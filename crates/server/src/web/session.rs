@@ -36,7 +36,8 @@ pub fn has_session_cookie(parts: &Parts) -> bool {
 /// What a role may do: `method` on `path`.
 pub fn role_allows(role: &str, method: &Method, path: &str) -> bool {
     let read = matches!(*method, Method::GET | Method::HEAD);
-    if path.starts_with("/v1/users") {
+    // Credentials and the audit trail are the tenant admin's alone.
+    if ["/v1/users", "/v1/admin-keys", "/v1/audit-log"].iter().any(|p| path.starts_with(p)) {
         return role == "admin";
     }
     match role {
@@ -89,7 +90,7 @@ pub async fn admin_from_session(parts: &Parts, state: &AppState) -> Result<Admin
     }
     let key_id = session.user_id.or(session.admin_key_id).unwrap_or_default();
     state.limits.check_credential(&key_id)?;
-    Ok(AdminAuth { tenant_id: session.tenant_id, key_id })
+    Ok(AdminAuth { tenant_id: session.tenant_id, key_id, source_ip: crate::auth::source_ip(parts) })
 }
 
 /// `Set-Cookie` values for a new session (or, with `max_age` 0, for signing out).

@@ -12,6 +12,7 @@ on_backends! {
     twenty_racing_orders_for_five_in_stock_place_exactly_five => no_oversell,
     catalog_prices_win_and_readiness_follows_prep_time => prices_win,
     made_to_order_dishes_respect_their_hourly_capacity => hourly_cap,
+    a_declined_card_leaves_no_order_and_holds_no_stock => payments,
 }
 
 /// Central Helsinki, where the shopper stands.
@@ -427,5 +428,94 @@ async fn hourly_cap(backend: Backend) {
         app.post_json(&format!("/v1/orders/{}/cancel", first["id"].as_str().unwrap()), &admin, &json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(order(&app, &jwt, &line(2)).await.0, 201);
+    app.stop().await;
+}
+
+/// Payment with the built-in test provider: a declined card is `402 payment_declined`
+/// and leaves no order, no reservation and nothing in dispatch; an approved one is captured
+/// for the catalog total; an order that cannot be placed voids its hold; cancelling a paid
+/// order refunds it; `payments.required` refuses an order without payment.
+async fn payments(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (tenant, admin) = app.tenant("acme").await;
+    let jwt = app.client_token(&admin).await;
+    let (kebab, _, _, menu) = city(&app, &admin).await;
+    let adana = item_id(&menu, "K1");
+    let stock = |m: &Value| m["categories"][0]["items"][0]["stock"]["quantity"].as_i64().unwrap();
+    let paid = |qty: i64, token: &str| {
+        let mut b = order_body(&kebab, json!([{"item_id": adana, "quantity": qty}]));
+        b["payment"] = json!({"provider": "test", "token": token});
+        b
+    };
+    let orders_now = |app: &TestApp| {
+        let url = app.url("/v1/orders?limit=500");
+        let req = app.http.get(url).bearer_auth(&admin);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["orders"].as_array().unwrap().len() }
+    };
+
+    for (token, code) in [("tok_test_decline", "card_declined"), ("tok_test_insufficient_funds", "insufficient_funds")]
+    {
+        let (s, e) = order(&app, &jwt, &paid(2, token)).await;
+        assert_eq!((s, e["error"]["code"].as_str()), (402, Some("payment_declined")), "{e}");
+        assert_eq!(e["error"]["details"]["decline_code"], code, "{e}");
+    }
+    assert_eq!(orders_now(&app).await, 0, "a declined payment leaves no order");
+    let (_, m) = app.get_json(&format!("/v1/catalog/stores/{kebab}/menu"), &jwt).await;
+    assert_eq!(stock(&m), 5, "and holds no stock: {m}");
+    let declined = app
+        .state
+        .db
+        .payments_for_store(&lastmile_core::TenantId(tenant.clone()), &lastmile_core::StoreId(kebab.clone()), 10)
+        .await
+        .unwrap();
+    assert_eq!(declined.iter().filter(|p| p.state == "declined").count(), 2, "{declined:?}");
+    let (s, e) = order(&app, &jwt, &paid(1, "tok_test_unavailable")).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (503, Some("payment_unavailable")), "{e}");
+    let (s, e) = order(&app, &jwt, &{
+        let mut b = paid(1, "tok_test_visa");
+        b["payment"]["provider"] = json!("stripe");
+        b
+    })
+    .await;
+    assert_eq!(s, 422, "{e}");
+
+    // Approved: captured for the menu total.
+    let (s, o) = order(&app, &jwt, &paid(2, "tok_test_visa")).await;
+    assert_eq!(s, 201, "{o}");
+    let id = o["id"].as_str().unwrap().to_owned();
+    let (s, p) = app.get_json(&format!("/v1/orders/{id}/payments"), &jwt).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["payments"][0]["state"], "captured", "{p}");
+    assert_eq!(p["payments"][0]["amount_minor"], 2 * 1290, "{p}");
+    assert_eq!(p["payments"][0]["currency"], "EUR", "{p}");
+
+    // More than is in stock: no order, and the hold is released.
+    let (s, e) = order(&app, &jwt, &paid(4, "tok_test_visa")).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (409, Some("out_of_stock")), "{e}");
+    let all = app
+        .state
+        .db
+        .payments_for_store(&lastmile_core::TenantId(tenant.clone()), &lastmile_core::StoreId(kebab.clone()), 10)
+        .await
+        .unwrap();
+    assert_eq!(all[0].state, "voided", "{all:?}");
+
+    // Cancelling the paid order refunds it and gives its stock back.
+    let (s, c) = app.post_json(&format!("/v1/orders/{id}/cancel"), &jwt, &json!({})).await;
+    assert_eq!(s, 200, "{c}");
+    let (_, p) = app.get_json(&format!("/v1/orders/{id}/payments"), &jwt).await;
+    assert_eq!(p["payments"][0]["state"], "refunded", "{p}");
+    let (_, m) = app.get_json(&format!("/v1/catalog/stores/{kebab}/menu"), &jwt).await;
+    assert_eq!(stock(&m), 5, "{m}");
+    app.stop().await;
+
+    let app = TestApp::spawn_with(backend, |c| c.payments.required = true).await;
+    let (_, admin) = app.tenant("acme").await;
+    let jwt = app.client_token(&admin).await;
+    let (kebab, _, _, menu) = city(&app, &admin).await;
+    let body = order_body(&kebab, json!([{"item_id": item_id(&menu, "K1"), "quantity": 1}]));
+    let (s, e) = order(&app, &jwt, &body).await;
+    assert_eq!(s, 422, "{e}");
+    assert!(e["error"]["details"]["fields"]["payment"].is_string(), "{e}");
     app.stop().await;
 }

@@ -4,6 +4,7 @@
 //! /proc) and drive it over loopback; `knn` and `assignment` time the pure dispatch crate.
 //! Client and server share this machine's cores, and every report says so.
 
+mod catalog;
 mod connections;
 mod geocode;
 mod ingest;
@@ -41,6 +42,10 @@ pub enum Scenario {
     City,
     /// The built-in geocoder: accuracy per writing style, lookups/s, index build time and memory.
     Geocode,
+    /// Storefront menu reads (full and `If-None-Match`), at the peak and at 1,000 req/s.
+    Menu,
+    /// Storefront dish search with typos: rate, latency, and that each finds its dish.
+    Search,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -127,6 +132,8 @@ pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result
         Scenario::Assignment => quality::assignment(&args, &mut report).await,
         Scenario::City => quality::city(&args, &mut report, &shutdown).await,
         Scenario::Geocode => geocode::run(&args, &mut report).await,
+        Scenario::Menu => catalog::menu_reads(&args, &mut report, &shutdown).await,
+        Scenario::Search => catalog::search(&args, &mut report, &shutdown).await,
     };
     if let Err(e) = outcome {
         report.notes.push(format!("the run stopped early: {e:#}"));
