@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 pub const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpeningHours {
     /// Three-letter lower-case day names (`mon` … `sun`) on which the window opens.

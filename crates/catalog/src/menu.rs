@@ -13,6 +13,7 @@ const MAX_LIST: usize = 20;
 /// A delivery radius beyond this is surely a unit mistake (metres, not kilometres).
 const MAX_RADIUS_M: f64 = 100_000.0;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Stock {
@@ -22,6 +23,7 @@ pub enum Stock {
     MadeToOrder { per_hour: i64 },
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MenuItem {
@@ -48,6 +50,7 @@ fn yes() -> bool {
     true
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Category {
@@ -55,6 +58,7 @@ pub struct Category {
     pub items: Vec<MenuItem>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Menu {
@@ -67,6 +71,7 @@ pub struct Menu {
 }
 
 /// A change to one dish: any subset of price, availability and stock.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ItemPatch {

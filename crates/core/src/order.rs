@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The systems orders come from and fulfilments go back to.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
@@ -47,6 +48,7 @@ impl FromStr for Platform {
 pub struct UnknownValue(pub String);
 
 /// Where we are with an order. `dispatch_stalled` is a flag beside the status, not a status.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
@@ -130,6 +132,7 @@ impl FromStr for OrderStatus {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Customer {
     pub name: String,
@@ -137,6 +140,7 @@ pub struct Customer {
     pub phone: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Address {
     pub line1: String,
@@ -149,6 +153,7 @@ pub struct Address {
     pub country: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dropoff {
     pub address: Address,
@@ -163,6 +168,7 @@ impl Dropoff {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineItem {
     pub sku: Option<String>,
@@ -171,6 +177,7 @@ pub struct LineItem {
     pub unit_price_minor: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub subtotal_minor: i64,
@@ -292,6 +299,7 @@ pub fn currency_exponent(currency: &str) -> u32 {
 }
 
 /// A stored order, as every endpoint returns it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub id: crate::OrderId,

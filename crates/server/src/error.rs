@@ -76,10 +76,40 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer; the OpenAPI document names it for every error status.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case, machine-readable.
+    pub code: String,
+    /// A human sentence.
+    pub message: String,
+    /// Extra context, e.g. `{"fields": {"name": "must not be empty"}}` for `validation_failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    /// The JSON body this error answers with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                details: Some(self.details.clone()),
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
-        let mut res = (self.status, axum::Json(body)).into_response();
+        let mut res = (self.status, axum::Json(self.body())).into_response();
         if let Some(s) = self.retry_after_s {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }

@@ -16,7 +16,8 @@ const MAX_PLAUSIBLE_MPS: f64 = 70.0;
 /// Phones' clocks drift; further ahead than this is an error.
 const MAX_FUTURE_MS: i64 = 30_000;
 
-#[derive(Debug, Clone, Deserialize)]
+/// One GPS fix from the driver's device.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Fix {
     pub lat: f64,
     pub lng: f64,
@@ -55,7 +56,7 @@ const MAX_ACCURACY_M: f64 = 100_000.0;
 const MAX_SPEED_MPS: f64 = 100.0;
 
 /// The plausibility rules for one fix, apart from the driver's previous fixes.
-fn plausible(fix: &Fix, now_ms: i64) -> Result<(), FixOutcome> {
+pub fn plausible(fix: &Fix, now_ms: i64) -> Result<(), FixOutcome> {
     let within = |v: Option<f64>, lo: f64, hi: f64| v.is_none_or(|x| x.is_finite() && (lo..=hi).contains(&x));
     if !within(fix.accuracy_m, 0.0, MAX_ACCURACY_M) {
         return Err(reject("invalid_location", format!("accuracy_m must be between 0 and {MAX_ACCURACY_M} metres")));

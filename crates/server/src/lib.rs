@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod dispatcher;
 pub mod error;
+pub mod fuzzing;
 pub mod geocoder;
 pub mod gps;
 pub mod http;

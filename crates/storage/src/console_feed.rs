@@ -17,6 +17,7 @@ pub struct FeedEvent {
     pub occurred_at: chrono::DateTime<chrono::Utc>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CustomerChoice {
     pub order_id: OrderId,

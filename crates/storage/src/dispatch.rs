@@ -6,6 +6,7 @@ use crate::orders::{load_order_in, order_from_row, set_status_in, ORDER_COLS};
 use crate::{from_ms, get, now_ms, outbox::insert_event, Db, Result, StorageError, WriteConn};
 use lastmile_core::{DriverId, EventKind, OfferId, Order, OrderId, OrderStatus, Platform, TenantId};
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct InboxMessage {
     pub seq: i64,

@@ -72,6 +72,7 @@ pub struct HeldOrder {
 }
 
 /// A picked-up order flagged for ops.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Attention {
     pub reason: String,

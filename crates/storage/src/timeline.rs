@@ -9,6 +9,7 @@ use crate::{Db, Result, WriteConn};
 use lastmile_core::{Event, Order, OrderId, TenantId};
 
 /// Proof of delivery, as the driver recorded it when marking the order delivered.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DeliveryProof {
     pub recipient_name: Option<String>,

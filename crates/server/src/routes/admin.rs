@@ -9,10 +9,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::Router;
+use chrono::{DateTime, Utc};
 use lastmile_core::{DriverId, GeoPoint, Platform, StoreId};
 use lastmile_storage::{from_ms, now_ms, DriverRecord, StorePatch, StoreRecord};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
@@ -112,7 +112,44 @@ fn check_api(platform: Platform, api: &ApiInput, fields: &mut Vec<(String, Strin
     }
 }
 
-fn store_view(s: &StoreRecord, creds: Option<&ApiInput>) -> Value {
+/// A store as the API shows it: secrets never, only which kind of credentials is set.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreView {
+    pub id: StoreId,
+    pub name: String,
+    pub platform: Platform,
+    pub platform_store_id: String,
+    pub pickup: PickupView,
+    pub tier: String,
+    pub api: StoreApiView,
+    /// Where the platform sends this store's webhooks.
+    pub webhook_url: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PickupView {
+    pub lat: f64,
+    pub lng: f64,
+    pub address: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreApiView {
+    pub base_url: Option<String>,
+    /// `access_token`, `consumer_key` or `none`.
+    pub credentials: &'static str,
+    /// The custom header's name (never its value).
+    pub custom_auth_header: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreList {
+    pub stores: Vec<StoreView>,
+}
+
+fn store_view(s: &StoreRecord, creds: Option<&ApiInput>) -> StoreView {
     let kind = creds.map(|c| {
         if c.access_token.is_some() {
             "access_token"
@@ -122,15 +159,22 @@ fn store_view(s: &StoreRecord, creds: Option<&ApiInput>) -> Value {
             "none"
         }
     });
-    json!({
-        "id": s.id, "name": s.name, "platform": s.platform, "platform_store_id": s.platform_store_id,
-        "pickup": {"lat": s.pickup_lat, "lng": s.pickup_lng, "address": s.pickup_address},
-        "tier": s.tier,
-        "api": {"base_url": s.api_base_url, "credentials": kind.unwrap_or("none"),
-                "custom_auth_header": creds.and_then(|c| c.custom_auth_header.as_ref()).map(|h| h.name.clone())},
-        "webhook_url": format!("/v1/webhooks/{}/{}", s.platform, s.id),
-        "created_at": from_ms(s.created_at), "updated_at": from_ms(s.updated_at),
-    })
+    StoreView {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        platform: s.platform,
+        platform_store_id: s.platform_store_id.clone(),
+        pickup: PickupView { lat: s.pickup_lat, lng: s.pickup_lng, address: s.pickup_address.clone() },
+        tier: s.tier.clone(),
+        api: StoreApiView {
+            base_url: s.api_base_url.clone(),
+            credentials: kind.unwrap_or("none"),
+            custom_auth_header: creds.and_then(|c| c.custom_auth_header.as_ref()).map(|h| h.name.clone()),
+        },
+        webhook_url: format!("/v1/webhooks/{}/{}", s.platform, s.id),
+        created_at: from_ms(s.created_at),
+        updated_at: from_ms(s.updated_at),
+    }
 }
 
 /// Decrypt a store's outbound credentials.
@@ -148,13 +192,13 @@ fn encrypt_api(state: &AppState, api: &ApiInput) -> ApiResult<Vec<u8>> {
 }
 
 #[utoipa::path(post, path = "/v1/stores", tag = "admin", request_body = StoreInput,
-    responses((status = 201, description = "Store created"), (status = 409, description = "Identity already registered"), (status = 422, description = "Invalid fields")),
+    responses((status = 201, description = "Store created", body = StoreView), (status = 409, description = "Identity already registered"), (status = 422, description = "Invalid fields"), (status = 503, description = "The pickup address could not be geocoded now")),
     security(("admin_key" = [])))]
 pub async fn create_store(
     State(state): State<AppState>,
     auth: AdminAuth,
     Json(input): Json<StoreInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<StoreView>)> {
     let mut fields = Vec::new();
     let platform: Option<Platform> = input.platform.parse().ok();
     if platform.is_none() {
@@ -208,31 +252,33 @@ pub async fn create_store(
     Ok((StatusCode::CREATED, Json(store_view(&created, input.api.as_ref()))))
 }
 
-#[utoipa::path(get, path = "/v1/stores", tag = "admin", responses((status = 200, description = "The tenant's stores")), security(("admin_key" = [])))]
-pub async fn list_stores(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/stores", tag = "admin", responses((status = 200, description = "The tenant's stores", body = StoreList)), security(("admin_key" = [])))]
+pub async fn list_stores(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<StoreList>> {
     let stores = state.db.list_stores(&auth.tenant_id).await?;
-    let views: Vec<Value> =
+    let views: Vec<StoreView> =
         stores.iter().map(|s| store_view(s, store_credentials(&state, s).ok().flatten().as_ref())).collect();
-    Ok(Json(json!({ "stores": views })))
+    Ok(Json(StoreList { stores: views }))
 }
 
-#[utoipa::path(get, path = "/v1/stores/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "The store"), (status = 404, description = "Not found")), security(("admin_key" = [])))]
+#[utoipa::path(get, path = "/v1/stores/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, description = "The store", body = StoreView), (status = 404, description = "Not found")), security(("admin_key" = [])))]
 pub async fn get_store(
     State(state): State<AppState>,
     auth: AdminAuth,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StoreView>> {
     let s = state.db.get_store(&auth.tenant_id, &StoreId(id)).await.map_err(not_found("store"))?;
     Ok(Json(store_view(&s, store_credentials(&state, &s)?.as_ref())))
 }
 
-#[utoipa::path(patch, path = "/v1/stores/{id}", tag = "admin", params(("id" = String, Path)), request_body = StorePatchInput, responses((status = 200, description = "The updated store")), security(("admin_key" = [])))]
+#[utoipa::path(patch, path = "/v1/stores/{id}", tag = "admin", params(("id" = String, Path)), request_body = StorePatchInput,
+    responses((status = 200, description = "The updated store", body = StoreView), (status = 404, description = "Not found"), (status = 409, description = "Identity already registered"), (status = 422, description = "Invalid fields"), (status = 503, description = "The pickup address could not be geocoded now")),
+    security(("admin_key" = [])))]
 pub async fn patch_store(
     State(state): State<AppState>,
     auth: AdminAuth,
     Path(id): Path<String>,
     Json(input): Json<StorePatchInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StoreView>> {
     let id = StoreId(id);
     let current = state.db.get_store(&auth.tenant_id, &id).await.map_err(not_found("store"))?;
     let mut fields = Vec::new();
@@ -267,7 +313,7 @@ pub async fn patch_store(
     Ok(Json(store_view(&s, store_credentials(&state, &s)?.as_ref())))
 }
 
-#[utoipa::path(delete, path = "/v1/stores/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 204, description = "Deleted")), security(("admin_key" = [])))]
+#[utoipa::path(delete, path = "/v1/stores/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")), security(("admin_key" = [])))]
 pub async fn delete_store(
     State(state): State<AppState>,
     auth: AdminAuth,
@@ -288,21 +334,61 @@ pub struct DriverInput {
     pub capacity: Option<i64>,
 }
 
-pub fn driver_view(d: &DriverRecord) -> Value {
-    json!({
-        "id": d.id, "name": d.name, "phone": d.phone, "vehicle": d.vehicle, "capacity": d.capacity,
-        "active_orders": d.active_count, "status": d.status,
-        "location": d.last_lat.zip(d.last_lng).map(|(lat, lng)| json!({"lat": lat, "lng": lng})),
-        "last_seen_at": d.last_seen_at.map(from_ms), "created_at": from_ms(d.created_at),
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DriverView {
+    pub id: DriverId,
+    pub name: String,
+    pub phone: String,
+    pub vehicle: String,
+    pub capacity: i64,
+    pub active_orders: i64,
+    /// `online`, `offline` or `break`.
+    pub status: String,
+    pub location: Option<LatLng>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
 }
 
-#[utoipa::path(post, path = "/v1/drivers", tag = "admin", request_body = DriverInput, responses((status = 201, description = "Driver created; `token` is shown once")), security(("admin_key" = [])))]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct LatLng {
+    pub lat: f64,
+    pub lng: f64,
+}
+
+/// A new driver: its device token is shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedDriver {
+    #[serde(flatten)]
+    pub driver: DriverView,
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DriverList {
+    pub drivers: Vec<DriverView>,
+}
+
+pub fn driver_view(d: &DriverRecord) -> DriverView {
+    DriverView {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        phone: d.phone.clone(),
+        vehicle: d.vehicle.clone(),
+        capacity: d.capacity,
+        active_orders: d.active_count,
+        status: d.status.clone(),
+        location: d.last_lat.zip(d.last_lng).map(|(lat, lng)| LatLng { lat, lng }),
+        last_seen_at: d.last_seen_at.map(from_ms),
+        created_at: from_ms(d.created_at),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/drivers", tag = "admin", request_body = DriverInput, responses((status = 201, description = "Driver created; `token` is shown once", body = CreatedDriver), (status = 422, description = "Invalid fields")), security(("admin_key" = [])))]
 pub async fn create_driver(
     State(state): State<AppState>,
     auth: AdminAuth,
     Json(input): Json<DriverInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<CreatedDriver>)> {
     let mut fields = Vec::new();
     if input.name.trim().is_empty() {
         fields.push(("name".into(), "must not be empty".into()));
@@ -318,18 +404,16 @@ pub async fn create_driver(
     let d = crate::audit::db(&state, &auth, "driver.create", None)
         .create_driver(&auth.tenant_id, input.name.trim(), &input.phone, &input.vehicle, capacity, &lookup_hash(&token))
         .await?;
-    let mut view = driver_view(&d);
-    view["token"] = json!(token);
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((StatusCode::CREATED, Json(CreatedDriver { driver: driver_view(&d), token })))
 }
 
-#[utoipa::path(get, path = "/v1/drivers", tag = "admin", responses((status = 200, description = "The tenant's drivers")), security(("admin_key" = [])))]
-pub async fn list_drivers(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/drivers", tag = "admin", responses((status = 200, description = "The tenant's drivers", body = DriverList)), security(("admin_key" = [])))]
+pub async fn list_drivers(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<DriverList>> {
     let drivers = state.db.list_drivers(&auth.tenant_id).await?;
-    Ok(Json(json!({"drivers": drivers.iter().map(driver_view).collect::<Vec<_>>()})))
+    Ok(Json(DriverList { drivers: drivers.iter().map(driver_view).collect() }))
 }
 
-#[utoipa::path(delete, path = "/v1/drivers/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 204, description = "Token revoked")), security(("admin_key" = [])))]
+#[utoipa::path(delete, path = "/v1/drivers/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 204, description = "Token revoked"), (status = 404, description = "Not found")), security(("admin_key" = [])))]
 pub async fn revoke_driver(
     State(state): State<AppState>,
     auth: AdminAuth,
@@ -349,12 +433,20 @@ pub struct ApiClientInput {
     pub name: String,
 }
 
-#[utoipa::path(post, path = "/v1/api-clients", tag = "admin", request_body = ApiClientInput, responses((status = 201, description = "`client_id` and `client_secret` (shown once)")), security(("admin_key" = [])))]
+/// A new API client: `client_secret` is shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiClient {
+    pub client_id: lastmile_core::ApiClientId,
+    pub client_secret: String,
+    pub name: String,
+}
+
+#[utoipa::path(post, path = "/v1/api-clients", tag = "admin", request_body = ApiClientInput, responses((status = 201, description = "`client_id` and `client_secret` (shown once)", body = CreatedApiClient), (status = 422, description = "Invalid fields")), security(("admin_key" = [])))]
 pub async fn create_api_client(
     State(state): State<AppState>,
     auth: AdminAuth,
     Json(input): Json<ApiClientInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<CreatedApiClient>)> {
     if input.name.trim().is_empty() {
         return Err(ApiError::validation(vec![("name".into(), "must not be empty".into())]));
     }
@@ -363,7 +455,7 @@ pub async fn create_api_client(
     let hash = tokio::task::spawn_blocking(move || argon2_hash(&s2)).await.map_err(ApiError::internal)??;
     let audited = crate::audit::db(&state, &auth, "api_client.create", None);
     let c = audited.create_api_client(&auth.tenant_id, input.name.trim(), &hash).await?;
-    Ok((StatusCode::CREATED, Json(json!({"client_id": c.id, "client_secret": secret, "name": c.name}))))
+    Ok((StatusCode::CREATED, Json(CreatedApiClient { client_id: c.id, client_secret: secret, name: c.name })))
 }
 
 /// Map NotFound to a 404 naming the resource; other errors pass through.

@@ -17,8 +17,9 @@ use chrono::Utc;
 use lastmile_catalog::{delivery_eta_s, ItemPatch, Menu, SearchQuery, Stock, StoreHit, StoreQuery};
 use lastmile_core::{GeoPoint, Platform, StoreId, TenantId};
 use lastmile_storage::{CatalogOrderOutcome, IdempotencyRef, IntakeResult, IntakeSource, MenuView, StoredItem};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,43 +39,105 @@ fn fields(list: Vec<(String, String)>) -> ApiError {
     ApiError::validation(list)
 }
 
-fn item_json(s: &StoredItem) -> Value {
-    let it = &s.item;
-    let stock = match it.stock {
-        Stock::Count { quantity } => json!({"kind": "count", "quantity": quantity}),
-        Stock::MadeToOrder { per_hour } => json!({"kind": "made_to_order", "per_hour": per_hour,
-            "remaining_this_hour": (per_hour - s.reserved_this_hour).max(0)}),
-    };
-    json!({"id": s.id, "sku": it.sku, "name": it.name, "description": it.description, "aliases": it.aliases,
-        "tags": it.tags, "price_minor": it.price_minor, "currency": it.currency, "prep_time_s": it.prep_time_s,
-        "photo_url": it.photo_url, "enabled": it.available, "available": s.orderable() > 0, "stock": stock})
+/// A dish as the API shows it: the admin's fields plus live availability.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemView {
+    pub id: String,
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub aliases: Vec<String>,
+    pub tags: Vec<String>,
+    pub price_minor: i64,
+    pub currency: String,
+    pub prep_time_s: i64,
+    pub photo_url: Option<String>,
+    /// The admin's switch.
+    pub enabled: bool,
+    /// Whether at least one can be ordered now.
+    pub available: bool,
+    pub stock: StockView,
 }
 
-fn menu_json(m: &MenuView) -> Value {
-    let mut categories: Vec<(String, Vec<Value>)> = Vec::new();
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StockView {
+    Count { quantity: i64 },
+    MadeToOrder { per_hour: i64, remaining_this_hour: i64 },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoryView {
+    pub name: String,
+    pub items: Vec<ItemView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MenuJson {
+    pub store_id: String,
+    pub name: String,
+    pub cuisine: Vec<String>,
+    pub hours: Vec<lastmile_catalog::OpeningHours>,
+    pub delivery_radius_m: Option<f64>,
+    pub version: i64,
+    pub categories: Vec<CategoryView>,
+}
+
+fn item_json(s: &StoredItem) -> ItemView {
+    let it = &s.item;
+    let stock = match it.stock {
+        Stock::Count { quantity } => StockView::Count { quantity },
+        Stock::MadeToOrder { per_hour } => {
+            StockView::MadeToOrder { per_hour, remaining_this_hour: (per_hour - s.reserved_this_hour).max(0) }
+        }
+    };
+    ItemView {
+        id: s.id.clone(),
+        sku: it.sku.clone(),
+        name: it.name.clone(),
+        description: it.description.clone(),
+        aliases: it.aliases.clone(),
+        tags: it.tags.clone(),
+        price_minor: it.price_minor,
+        currency: it.currency.clone(),
+        prep_time_s: it.prep_time_s,
+        photo_url: it.photo_url.clone(),
+        enabled: it.available,
+        available: s.orderable() > 0,
+        stock,
+    }
+}
+
+fn menu_json(m: &MenuView) -> MenuJson {
+    let mut categories: Vec<CategoryView> = Vec::new();
     for s in &m.items {
-        match categories.iter_mut().find(|(n, _)| *n == s.category) {
-            Some((_, items)) => items.push(item_json(s)),
-            None => categories.push((s.category.clone(), vec![item_json(s)])),
+        match categories.iter_mut().find(|c| c.name == s.category) {
+            Some(c) => c.items.push(item_json(s)),
+            None => categories.push(CategoryView { name: s.category.clone(), items: vec![item_json(s)] }),
         }
     }
-    let categories: Vec<Value> =
-        categories.into_iter().map(|(name, items)| json!({"name": name, "items": items})).collect();
     let s = &m.store;
-    json!({"store_id": s.id, "name": s.name, "cuisine": s.cuisine, "hours": s.hours,
-        "delivery_radius_m": s.delivery_radius_m, "version": m.version, "categories": categories})
+    MenuJson {
+        store_id: s.id.clone(),
+        name: s.name.clone(),
+        cuisine: s.cuisine.clone(),
+        hours: s.hours.clone(),
+        delivery_radius_m: s.delivery_radius_m,
+        version: m.version,
+        categories,
+    }
 }
 
 #[utoipa::path(put, path = "/v1/stores/{id}/menu", tag = "catalog", params(("id" = String, Path)),
-    request_body(content = Object, description = "{cuisine, hours?, delivery_radius_m?, categories: [{name, items}]}"),
-    responses((status = 200, description = "The stored menu, dishes with ids"), (status = 422, description = "validation_failed")),
+    request_body = lastmile_catalog::Menu,
+    responses((status = 200, description = "The stored menu, dishes with ids", body = MenuJson), (status = 404, description = "No such store"), (status = 422, description = "validation_failed")),
     security(("admin_key" = [])))]
 pub async fn put_menu(
     State(state): State<AppState>,
     auth: AdminAuth,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MenuJson>> {
     let menu: Menu = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
     let menu = menu.validate().map_err(fields)?;
     let audited = crate::audit::db(&state, &auth, "menu.put", Some(&id));
@@ -85,14 +148,14 @@ pub async fn put_menu(
 
 #[utoipa::path(patch, path = "/v1/stores/{id}/menu/items/{item_id}", tag = "catalog",
     params(("id" = String, Path), ("item_id" = String, Path)),
-    request_body(content = Object, description = "{price_minor?, available?, stock?}"),
-    responses((status = 200, description = "The dish"), (status = 404, description = "No such dish")), security(("admin_key" = [])))]
+    request_body = ItemPatch,
+    responses((status = 200, description = "The dish", body = ItemView), (status = 404, description = "No such dish"), (status = 422, description = "validation_failed")), security(("admin_key" = [])))]
 pub async fn patch_item(
     State(state): State<AppState>,
     auth: AdminAuth,
     Path((id, item_id)): Path<(String, String)>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ItemView>> {
     let patch: ItemPatch = serde_json::from_slice(&body).map_err(|e| fields(vec![("body".into(), e.to_string())]))?;
     patch.validate().map_err(fields)?;
     let view = crate::audit::db(&state, &auth, "menu_item.update", Some(&item_id))
@@ -119,7 +182,7 @@ pub struct PlaceParams {
 
 impl PlaceParams {
     /// Where the shopper is and what places qualify; every bad parameter is reported.
-    fn place(&self, tenant: &TenantId, errors: &mut Vec<(String, String)>) -> Option<StoreQuery> {
+    pub(crate) fn place(&self, tenant: &TenantId, errors: &mut Vec<(String, String)>) -> Option<StoreQuery> {
         let mut num = |name: &str, v: &Option<String>| -> Option<f64> {
             let v = v.as_deref()?;
             let n = v.parse::<f64>().ok().filter(|n| n.is_finite());
@@ -160,7 +223,7 @@ impl PlaceParams {
         })
     }
 
-    fn limit(&self, errors: &mut Vec<(String, String)>) -> usize {
+    pub(crate) fn limit(&self, errors: &mut Vec<(String, String)>) -> usize {
         match self.limit.as_deref().map(str::parse::<usize>) {
             None => 20,
             Some(Ok(n)) if (1..=100).contains(&n) => n,
@@ -172,40 +235,87 @@ impl PlaceParams {
     }
 }
 
-fn store_json(state: &AppState, q: &StoreQuery, h: &StoreHit) -> Value {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogStoreView {
+    pub id: String,
+    pub name: String,
+    pub cuisine: Vec<String>,
+    pub distance_m: f64,
+    pub open_now: bool,
+    pub eta_s: i64,
+    /// Relevance, in search results only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogStoreList {
+    pub stores: Vec<CatalogStoreView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DishView {
+    pub id: String,
+    pub store_id: String,
+    pub store_name: String,
+    pub name: String,
+    pub category: String,
+    pub tags: Vec<String>,
+    pub price_minor: i64,
+    pub currency: String,
+    pub enabled: bool,
+    pub distance_m: f64,
+    pub eta_s: i64,
+    pub score: f32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResults {
+    pub stores: Vec<CatalogStoreView>,
+    pub dishes: Vec<DishView>,
+}
+
+fn store_json(state: &AppState, q: &StoreQuery, h: &StoreHit) -> CatalogStoreView {
     let eta = delivery_eta_s(&state.fleet.eta, &h.store.location, &q.near, h.store.typical_prep_s());
-    json!({"id": h.store.id, "name": h.store.name, "cuisine": h.store.cuisine, "distance_m": h.distance_m.round(),
-        "open_now": h.open_now, "eta_s": eta})
+    CatalogStoreView {
+        id: h.store.id.clone(),
+        name: h.store.name.clone(),
+        cuisine: h.store.cuisine.clone(),
+        distance_m: h.distance_m.round(),
+        open_now: h.open_now,
+        eta_s: eta,
+        score: None,
+    }
 }
 
 #[utoipa::path(get, path = "/v1/catalog/stores", tag = "catalog",
-    params(("lat" = f64, Query), ("lng" = f64, Query), ("radius_m" = Option<f64>, Query), ("cuisine" = Option<String>, Query), ("open_now" = Option<bool>, Query)),
-    responses((status = 200, description = "{stores: [{id, name, cuisine, distance_m, open_now, eta_s}]}, nearest first")),
+    params(("lat" = f64, Query), ("lng" = f64, Query), ("radius_m" = Option<f64>, Query), ("cuisine" = Option<String>, Query), ("open_now" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1 to 100, default 20")),
+    responses((status = 200, description = "Nearest first", body = CatalogStoreList), (status = 422, description = "validation_failed")),
     security(("client_jwt" = []), ("admin_key" = [])))]
 pub async fn list_stores(
     State(state): State<AppState>,
     auth: TenantAuth,
     Query(p): Query<PlaceParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CatalogStoreList>> {
     let mut errors = Vec::new();
     let place = p.place(&auth.tenant_id, &mut errors);
     let limit = p.limit(&mut errors);
     let Some(q) = place.filter(|_| errors.is_empty()) else { return Err(fields(errors)) };
     let snap = state.catalog.snapshot();
-    let stores: Vec<Value> = snap.nearby(&q).iter().take(limit).map(|h| store_json(&state, &q, h)).collect();
-    Ok(Json(json!({"stores": stores})))
+    let stores = snap.nearby(&q).iter().take(limit).map(|h| store_json(&state, &q, h)).collect();
+    Ok(Json(CatalogStoreList { stores }))
 }
 
 #[utoipa::path(get, path = "/v1/catalog/search", tag = "catalog",
     params(("q" = String, Query), ("lat" = f64, Query), ("lng" = f64, Query), ("radius_m" = Option<f64>, Query), ("cuisine" = Option<String>, Query),
-        ("tags" = Option<String>, Query, description = "comma-separated; a dish must carry all"), ("max_price_minor" = Option<i64>, Query), ("open_now" = Option<bool>, Query)),
-    responses((status = 200, description = "{stores, dishes}, by relevance then distance")),
+        ("tags" = Option<String>, Query, description = "comma-separated; a dish must carry all"), ("max_price_minor" = Option<i64>, Query), ("open_now" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1 to 100, default 20")),
+    responses((status = 200, description = "By relevance then distance", body = SearchResults), (status = 422, description = "validation_failed")),
     security(("client_jwt" = []), ("admin_key" = [])))]
 pub async fn search(
     State(state): State<AppState>,
     auth: TenantAuth,
     Query(p): Query<PlaceParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SearchResults>> {
     let mut errors = Vec::new();
     let place = p.place(&auth.tenant_id, &mut errors);
     let limit = p.limit(&mut errors);
@@ -233,32 +343,37 @@ pub async fn search(
     let q = SearchQuery { text, place, tags, max_price_minor, limit };
     let snap = state.catalog.snapshot();
     let hits = snap.search(&q);
-    let stores: Vec<Value> = hits
+    let stores = hits
         .stores
         .iter()
-        .map(|h| {
-            let mut v = store_json(&state, &q.place, h);
-            v["score"] = json!(h.score);
-            v
-        })
+        .map(|h| CatalogStoreView { score: Some(h.score), ..store_json(&state, &q.place, h) })
         .collect();
-    let dishes: Vec<Value> = hits
+    let dishes = hits
         .dishes
         .iter()
         .map(|h| {
             let d = &h.store.dishes[h.dish];
-            json!({"id": d.id, "store_id": h.store.id, "store_name": h.store.name, "name": d.name,
-                "category": d.category, "tags": d.tags, "price_minor": d.price_minor, "currency": d.currency,
-                "enabled": d.available, "distance_m": h.distance_m.round(),
-                "eta_s": delivery_eta_s(&state.fleet.eta, &h.store.location, &q.place.near, d.prep_time_s),
-                "score": h.score})
+            DishView {
+                id: d.id.clone(),
+                store_id: h.store.id.clone(),
+                store_name: h.store.name.clone(),
+                name: d.name.clone(),
+                category: d.category.clone(),
+                tags: d.tags.clone(),
+                price_minor: d.price_minor,
+                currency: d.currency.clone(),
+                enabled: d.available,
+                distance_m: h.distance_m.round(),
+                eta_s: delivery_eta_s(&state.fleet.eta, &h.store.location, &q.place.near, d.prep_time_s),
+                score: h.score,
+            }
         })
         .collect();
-    Ok(Json(json!({"stores": stores, "dishes": dishes})))
+    Ok(Json(SearchResults { stores, dishes }))
 }
 
 #[utoipa::path(get, path = "/v1/catalog/stores/{id}/menu", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 200, description = "The menu with live availability; ETag"), (status = 304, description = "Unchanged since If-None-Match"), (status = 404, description = "No menu")),
+    responses((status = 200, description = "The menu with live availability; ETag", body = MenuJson), (status = 304, description = "Unchanged since If-None-Match"), (status = 404, description = "No menu")),
     security(("client_jwt" = []), ("admin_key" = [])))]
 pub async fn get_menu(
     State(state): State<AppState>,
@@ -277,7 +392,7 @@ pub async fn get_menu(
                 version: view.version,
                 hour,
                 etag: format!("\"{}-{}\"", view.version, hour),
-                body: Bytes::from(menu_json(&view).to_string()),
+                body: Bytes::from(serde_json::to_vec(&menu_json(&view)).map_err(ApiError::internal)?),
             };
             state.catalog.cache_menu(&auth.tenant_id, &store, m.clone());
             m

@@ -14,10 +14,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
+use chrono::{DateTime, Utc};
 use lastmile_core::{DriverId, TenantId};
 use lastmile_storage::{from_ms, now_ms, ConsoleSession, NewSession, StorageError, UserRecord};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -67,11 +68,26 @@ pub async fn create_user(
     })
 }
 
-fn user_view(u: &UserRecord) -> Value {
-    json!({"id": u.id, "email": u.email, "role": u.role, "created_at": from_ms(u.created_at)})
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    /// `admin`, `dispatcher` or `viewer`.
+    pub role: String,
+    pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+}
+
+fn user_view(u: &UserRecord) -> UserView {
+    UserView { id: u.id.clone(), email: u.email.clone(), role: u.role.clone(), created_at: from_ms(u.created_at) }
+}
+
+/// Email and password, or an admin key.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginInput {
     email: Option<String>,
     password: Option<String>,
@@ -81,8 +97,9 @@ pub struct LoginInput {
 /// Sign in with an email and password, or with an admin API key. Sets the session cookie
 /// (HttpOnly) and the CSRF cookie; the key itself is never stored by the browser.
 #[utoipa::path(post, path = "/v1/console/login", tag = "console",
-    request_body(content = Object, description = "{email, password} or {admin_key}"),
-    responses((status = 200, description = "{role, tenant_id, csrf_token, expires_at}; Set-Cookie lm_session, lm_csrf"), (status = 401, description = "Wrong credentials")))]
+    request_body = LoginInput,
+    responses((status = 200, description = "Signed in; Set-Cookie lm_session, lm_csrf", body = SignedIn), (status = 401, description = "Wrong credentials"),
+              (status = 422, description = "Neither email and password nor admin_key"), (status = 429, description = "Too many sign-in attempts; see Retry-After")))]
 pub async fn login(State(state): State<AppState>, Json(input): Json<LoginInput>) -> ApiResult<Response> {
     let now = now_ms();
     let expires_at = now + state.cfg.web.session_ttl_s as i64 * 1000;
@@ -139,14 +156,39 @@ pub async fn login(State(state): State<AppState>, Json(input): Json<LoginInput>)
     let csrf = new_token("lm_csrf");
     let mut session = session;
     session.csrf_hash = lookup_hash(&csrf);
-    let body = json!({"role": session.role, "tenant_id": session.tenant_id, "user_id": session.user_id,
-                      "csrf_token": csrf, "expires_at": from_ms(expires_at)});
+    let body = SignedIn {
+        role: session.role.clone(),
+        tenant_id: session.tenant_id.clone(),
+        user_id: session.user_id.clone(),
+        csrf_token: csrf.clone(),
+        expires_at: from_ms(expires_at),
+    };
     state.db.create_session(NewSession { token_hash: lookup_hash(&token), session }).await?;
     let mut res = Json(body).into_response();
     for c in session::cookies(&token, &csrf, state.cfg.web.session_ttl_s, state.cfg.web.secure_cookies) {
         res.headers_mut().append(header::SET_COOKIE, c);
     }
     Ok(res)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedIn {
+    pub role: String,
+    pub tenant_id: TenantId,
+    /// Null when signed in with an admin key.
+    pub user_id: Option<String>,
+    /// Send it back as the X-CSRF-Token header on every change.
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub tenant_id: TenantId,
+    pub tenant_name: String,
+    pub role: String,
+    pub user_id: Option<String>,
+    pub expires_at: DateTime<Utc>,
 }
 
 static DUMMY_HASH: std::sync::LazyLock<String> =
@@ -164,8 +206,8 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
     Ok(res)
 }
 
-#[utoipa::path(get, path = "/v1/console/session", tag = "console", responses((status = 200, description = "{tenant_id, role, tenant_name}"), (status = 401, description = "Not signed in")))]
-pub async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/console/session", tag = "console", responses((status = 200, description = "The signed-in session", body = SessionView), (status = 401, description = "Not signed in")))]
+pub async fn current_session(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<SessionView>> {
     let token =
         session::cookie(&headers, session::SESSION_COOKIE).ok_or_else(|| ApiError::unauthorized("not signed in"))?;
     let s = state.db.session(&lookup_hash(token), now_ms()).await.map_err(|e| match e {
@@ -173,36 +215,41 @@ pub async fn current_session(State(state): State<AppState>, headers: HeaderMap) 
         other => other.into(),
     })?;
     let tenant = state.db.get_tenant(&s.tenant_id).await?;
-    Ok(Json(json!({"tenant_id": s.tenant_id, "tenant_name": tenant.name, "role": s.role, "user_id": s.user_id,
-                   "expires_at": from_ms(s.expires_at)})))
+    Ok(Json(SessionView {
+        tenant_id: s.tenant_id,
+        tenant_name: tenant.name,
+        role: s.role,
+        user_id: s.user_id,
+        expires_at: from_ms(s.expires_at),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UserInput {
     email: String,
     password: String,
     role: String,
 }
 
-#[utoipa::path(post, path = "/v1/users", tag = "console", request_body(content = Object, description = "{email, password, role: admin|dispatcher|viewer}"),
-    responses((status = 201, description = "The user"), (status = 409, description = "Email taken")), security(("admin_key" = [])))]
+#[utoipa::path(post, path = "/v1/users", tag = "console", request_body(content = UserInput, description = "role: admin, dispatcher or viewer"),
+    responses((status = 201, description = "The user", body = UserView), (status = 409, description = "Email taken"), (status = 422, description = "validation_failed")), security(("admin_key" = [])))]
 pub async fn create_user_route(
     State(state): State<AppState>,
     auth: AdminAuth,
     Json(input): Json<UserInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<UserView>)> {
     let audited = crate::audit::db(&state, &auth, "user.create", None);
     let u = create_user(&audited, &auth.tenant_id, &input.email, &input.password, &input.role).await?;
     Ok((StatusCode::CREATED, Json(user_view(&u))))
 }
 
-#[utoipa::path(get, path = "/v1/users", tag = "console", responses((status = 200, description = "{users}")), security(("admin_key" = [])))]
-pub async fn list_users(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/users", tag = "console", responses((status = 200, description = "The tenant's console users", body = UserList)), security(("admin_key" = [])))]
+pub async fn list_users(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<UserList>> {
     let users = state.db.list_users(&auth.tenant_id).await?;
-    Ok(Json(json!({"users": users.iter().map(user_view).collect::<Vec<_>>()})))
+    Ok(Json(UserList { users: users.iter().map(user_view).collect() }))
 }
 
-#[utoipa::path(delete, path = "/v1/users/{id}", tag = "console", params(("id" = String, Path)), responses((status = 204, description = "Disabled; their sessions end")), security(("admin_key" = [])))]
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "console", params(("id" = String, Path)), responses((status = 204, description = "Disabled; their sessions end"), (status = 404, description = "Not found")), security(("admin_key" = [])))]
 pub async fn disable_user(
     State(state): State<AppState>,
     auth: AdminAuth,
@@ -230,12 +277,12 @@ pub fn normalize_login_code(code: &str) -> String {
 }
 
 #[utoipa::path(post, path = "/v1/drivers/{id}/login-code", tag = "console", params(("id" = String, Path)),
-    responses((status = 201, description = "{code, expires_at, app_url} — shown once; signs the driver's previous device out when used")), security(("admin_key" = [])))]
+    responses((status = 201, description = "Shown once; signs the driver's previous device out when used", body = LoginCode), (status = 404, description = "No such driver")), security(("admin_key" = [])))]
 pub async fn driver_login_code(
     State(state): State<AppState>,
     auth: AdminAuth,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<LoginCode>)> {
     let code = new_login_code();
     let expires_at = now_ms() + state.cfg.web.login_code_ttl_s as i64 * 1000;
     state
@@ -250,13 +297,28 @@ pub async fn driver_login_code(
         .map_err(not_found("driver"))?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"driver_id": id, "code": code, "expires_at": from_ms(expires_at), "app_url": format!("/driver/#code={code}")}),
-        ),
+        Json(LoginCode {
+            driver_id: DriverId(id),
+            app_url: format!("/driver/#code={code}"),
+            code,
+            expires_at: from_ms(expires_at),
+        }),
     ))
 }
 
-#[utoipa::path(get, path = "/v1/photos/{id}", tag = "console", params(("id" = String, Path)), responses((status = 200, description = "The image")), security(("admin_key" = [])))]
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginCode {
+    pub driver_id: DriverId,
+    /// `XXXX-XXXX`, single use.
+    pub code: String,
+    pub expires_at: DateTime<Utc>,
+    /// The driver app's page with the code filled in.
+    pub app_url: String,
+}
+
+#[utoipa::path(get, path = "/v1/photos/{id}", tag = "console", params(("id" = String, Path)),
+    responses((status = 200, description = "The image", content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp"))), (status = 404, description = "Not found")),
+    security(("admin_key" = [])))]
 pub async fn photo(State(state): State<AppState>, auth: AdminAuth, Path(id): Path<String>) -> ApiResult<Response> {
     let p = state.db.delivery_photo(&auth.tenant_id, &id).await.map_err(not_found("photo"))?;
     let mut res = p.bytes.into_response();
@@ -268,19 +330,62 @@ pub async fn photo(State(state): State<AppState>, auth: AdminAuth, Path(id): Pat
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}/photos", tag = "console", params(("id" = String, Path)),
-    responses((status = 200, description = "{photos: [{id, url, content_type, created_at}]}: proof-of-delivery photos drivers uploaded")), security(("admin_key" = [])))]
+    responses((status = 200, description = "Proof-of-delivery photos drivers uploaded", body = PhotoList), (status = 404, description = "Not found")), security(("admin_key" = [])))]
 pub async fn order_photos(
     State(state): State<AppState>,
     auth: AdminAuth,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PhotoList>> {
     let order = state.db.get_order(&auth.tenant_id, &lastmile_core::OrderId(id)).await.map_err(not_found("order"))?;
     let list = state.db.order_photos(&auth.tenant_id, &order.id).await?;
-    let photos: Vec<Value> = list
+    let photos = list
         .into_iter()
-        .map(|(id, ct, at)| json!({"url": format!("/v1/photos/{id}"), "id": id, "content_type": ct, "created_at": from_ms(at)}))
+        .map(|(id, content_type, at)| PhotoRef {
+            url: format!("/v1/photos/{id}"),
+            id,
+            content_type,
+            created_at: from_ms(at),
+        })
         .collect();
-    Ok(Json(json!({"photos": photos})))
+    Ok(Json(PhotoList { photos }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhotoRef {
+    pub id: String,
+    pub url: String,
+    pub content_type: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhotoList {
+    pub photos: Vec<PhotoRef>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChoiceList {
+    /// Newest first.
+    pub choices: Vec<lastmile_storage::CustomerChoice>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    pub hours: i64,
+    pub orders: i64,
+    pub orders_per_hour: f64,
+    pub time_to_assign_s: Percentiles,
+    pub delivered: i64,
+    /// Null before the first delivery in the window.
+    pub on_time_pct: Option<f64>,
+    pub on_time_within_s: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub count: usize,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -289,22 +394,22 @@ pub struct WindowQuery {
 }
 
 impl WindowQuery {
-    fn since(&self) -> (i64, i64) {
+    pub(crate) fn since(&self) -> (i64, i64) {
         let hours = self.hours.unwrap_or(24).clamp(1, 24 * 31);
         (hours, now_ms() - hours * 3_600_000)
     }
 }
 
 #[utoipa::path(get, path = "/v1/customer-choices", tag = "console", params(("hours" = Option<i64>, Query)),
-    responses((status = 200, description = "{choices: [{order_id, choice: keep_waiting|cancel, created_at}]}, newest first")), security(("admin_key" = [])))]
+    responses((status = 200, description = "Choices customers made on the tracking page (keep_waiting or cancel), newest first", body = ChoiceList)), security(("admin_key" = [])))]
 pub async fn customer_choices(
     State(state): State<AppState>,
     auth: AdminAuth,
     Query(q): Query<WindowQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ChoiceList>> {
     let (_, since) = q.since();
-    let list = state.db.customer_choices(&auth.tenant_id, since, 500).await?;
-    Ok(Json(json!({"choices": list})))
+    let choices = state.db.customer_choices(&auth.tenant_id, since, 500).await?;
+    Ok(Json(ChoiceList { choices }))
 }
 
 /// The `p`-th percentile (0..=100) of sorted values, nearest rank.
@@ -317,27 +422,30 @@ fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "console", params(("hours" = Option<i64>, Query, description = "window, default 24")),
-    responses((status = 200, description = "{hours, orders, orders_per_hour, time_to_assign_s: {p50, p95, count}, delivered, on_time_pct}")), security(("admin_key" = [])))]
+    responses((status = 200, description = "The operating numbers over the window", body = Stats)), security(("admin_key" = [])))]
 pub async fn stats(
     State(state): State<AppState>,
     auth: AdminAuth,
     Query(q): Query<WindowQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Stats>> {
     let (hours, since) = q.since();
     let mut f = state.db.ops_figures(&auth.tenant_id, since, state.cfg.web.on_time_s as i64 * 1000).await?;
     f.assign_waits_ms.sort_unstable();
     let secs = |v: Option<i64>| v.map(|ms| (ms as f64 / 100.0).round() / 10.0);
     let on_time = (f.delivered > 0).then(|| (f.delivered_on_time as f64 * 1000.0 / f.delivered as f64).round() / 10.0);
-    Ok(Json(json!({
-        "hours": hours,
-        "orders": f.orders_created,
-        "orders_per_hour": (f.orders_created as f64 * 10.0 / hours as f64).round() / 10.0,
-        "time_to_assign_s": {"p50": secs(percentile(&f.assign_waits_ms, 50.0)), "p95": secs(percentile(&f.assign_waits_ms, 95.0)),
-                             "count": f.assign_waits_ms.len()},
-        "delivered": f.delivered,
-        "on_time_pct": on_time,
-        "on_time_within_s": state.cfg.web.on_time_s,
-    })))
+    Ok(Json(Stats {
+        hours,
+        orders: f.orders_created,
+        orders_per_hour: (f.orders_created as f64 * 10.0 / hours as f64).round() / 10.0,
+        time_to_assign_s: Percentiles {
+            p50: secs(percentile(&f.assign_waits_ms, 50.0)),
+            p95: secs(percentile(&f.assign_waits_ms, 95.0)),
+            count: f.assign_waits_ms.len(),
+        },
+        delivered: f.delivered,
+        on_time_pct: on_time,
+        on_time_within_s: state.cfg.web.on_time_s,
+    }))
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use lastmile_core::{GeoPoint, OfferId, Order, OrderId, OrderStatus};
 use lastmile_storage::{InboxMessage, StallPolicy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -38,17 +39,70 @@ pub fn router() -> Router<AppState> {
 
 const PAGE: i64 = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct StatusInput {
+    /// `online`, `offline` or `break`.
     status: String,
 }
 
-#[utoipa::path(put, path = "/v1/driver/status", tag = "driver", request_body(content = Object, description = "{\"status\": \"online|offline|break\"}"), responses((status = 200, description = "Status set")), security(("driver_token" = [])))]
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusSet {
+    pub status: String,
+}
+
+/// One fix, or a batch of them (sent after being offline).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum LocationInput {
+    One(Fix),
+    Batch(Vec<Fix>),
+}
+
+/// What became of one fix, or of each fix in a batch (in time order).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LocationResult {
+    One {
+        /// `accepted` or `coalesced`.
+        result: &'static str,
+    },
+    Batch {
+        results: Vec<FixResult>,
+    },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FixResult {
+    pub index: usize,
+    /// `accepted`, `coalesced` or `rejected`.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OfferDeclined {
+    /// `declined`.
+    pub result: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboxPage {
+    pub messages: Vec<InboxMessage>,
+    /// Pass as `after` next time.
+    pub next: i64,
+}
+
+#[utoipa::path(put, path = "/v1/driver/status", tag = "driver", request_body = StatusInput,
+    responses((status = 200, description = "Status set", body = StatusSet), (status = 422, description = "validation_failed")), security(("driver_token" = [])))]
 pub async fn set_status(
     State(state): State<AppState>,
     auth: DriverAuth,
     Json(input): Json<StatusInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StatusSet>> {
     if !matches!(input.status.as_str(), "online" | "offline" | "break") {
         return Err(ApiError::validation(vec![("status".into(), "must be online, offline or break".into())]));
     }
@@ -59,26 +113,26 @@ pub async fn set_status(
         state.db.set_driver_status(&auth.tenant_id, &auth.driver_id, &input.status).await?;
     }
     state.fleet.set_status(&auth.tenant_id, &auth.driver_id, &input.status);
-    Ok(Json(json!({"status": input.status})))
+    Ok(Json(StatusSet { status: input.status }))
 }
 
-fn outcome_json(i: usize, o: &FixOutcome) -> Value {
+fn outcome_json(index: usize, o: &FixOutcome) -> FixResult {
     match o {
         FixOutcome::Rejected { code, message } => {
-            json!({"index": i, "result": "rejected", "code": code, "message": message})
+            FixResult { index, result: "rejected", code: Some(code), message: Some(message.clone()) }
         }
-        other => json!({"index": i, "result": other.label()}),
+        other => FixResult { index, result: other.label(), code: None, message: None },
     }
 }
 
 #[utoipa::path(post, path = "/v1/driver/location", tag = "driver",
-    request_body(content = Object, description = "{lat, lng, accuracy_m?, heading?, speed_mps?, recorded_at} or an array of these"),
-    responses((status = 200, description = "accepted / coalesced per fix"), (status = 422, description = "invalid_location, stale_location, timestamp_in_future, implausible_jump")), security(("driver_token" = [])))]
+    request_body = LocationInput,
+    responses((status = 200, description = "accepted / coalesced per fix", body = LocationResult), (status = 422, description = "invalid_location, stale_location, timestamp_in_future, implausible_jump")), security(("driver_token" = [])))]
 pub async fn post_location(
     State(state): State<AppState>,
     auth: DriverAuth,
     Json(body): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LocationResult>> {
     let parse = |v: Value| {
         serde_json::from_value::<Fix>(v).map_err(|e| ApiError::unprocessable("invalid_location", e.to_string()))
     };
@@ -86,40 +140,40 @@ pub async fn post_location(
         Value::Array(items) => {
             let mut fixes = items.into_iter().map(parse).collect::<Result<Vec<_>, _>>()?;
             fixes.sort_by_key(|f| f.recorded_at);
-            let results: Vec<Value> = fixes
+            let results = fixes
                 .iter()
                 .enumerate()
                 .map(|(i, f)| outcome_json(i, &gps::accept(&state, &auth.tenant_id, &auth.driver_id, f)))
                 .collect();
-            Ok(Json(json!({"results": results})))
+            Ok(Json(LocationResult::Batch { results }))
         }
         single => {
             let fix = parse(single)?;
             match gps::accept(&state, &auth.tenant_id, &auth.driver_id, &fix) {
                 FixOutcome::Rejected { code, message } => Err(ApiError::unprocessable(code, message)),
-                ok => Ok(Json(json!({"result": ok.label()}))),
+                ok => Ok(Json(LocationResult::One { result: ok.label() })),
             }
         }
     }
 }
 
-#[utoipa::path(post, path = "/v1/driver/offers/{offer_id}/accept", tag = "driver", params(("offer_id" = String, Path)), responses((status = 200, description = "The assigned order"), (status = 409, description = "offer_closed or driver_at_capacity")), security(("driver_token" = [])))]
+#[utoipa::path(post, path = "/v1/driver/offers/{offer_id}/accept", tag = "driver", params(("offer_id" = String, Path)), responses((status = 200, description = "The assigned order", body = Order), (status = 404, description = "No such offer"), (status = 409, description = "offer_closed or driver_at_capacity")), security(("driver_token" = [])))]
 pub async fn accept_offer(
     State(state): State<AppState>,
     auth: DriverAuth,
     Path(offer): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Order>> {
     Ok(Json(do_accept(&state, &auth, &OfferId(offer)).await?))
 }
 
-async fn do_accept(state: &AppState, auth: &DriverAuth, offer: &OfferId) -> ApiResult<Value> {
+async fn do_accept(state: &AppState, auth: &DriverAuth, offer: &OfferId) -> ApiResult<Order> {
     let mut order = state
         .db
         .accept_offer(&auth.tenant_id, &auth.driver_id, offer, state.clock.now_ms())
         .await
         .map_err(crate::routes::admin::not_found("offer"))?;
     refresh_eta(state, &mut order).await;
-    serde_json::to_value(order).map_err(ApiError::internal)
+    Ok(order)
 }
 
 /// Give an order its driver holds an ETA now, from the driver's live position, rather than
@@ -135,25 +189,26 @@ async fn refresh_eta(state: &AppState, order: &mut Order) {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 pub struct DeclineInput {
     reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/driver/offers/{offer_id}/decline", tag = "driver", params(("offer_id" = String, Path)), request_body(content = Object, description = "{\"reason\"}"), responses((status = 200, description = "Declined")), security(("driver_token" = [])))]
+#[utoipa::path(post, path = "/v1/driver/offers/{offer_id}/decline", tag = "driver", params(("offer_id" = String, Path)), request_body(content = Option<DeclineInput>, description = "optional"),
+    responses((status = 200, description = "Declined", body = OfferDeclined), (status = 404, description = "No such offer"), (status = 409, description = "offer_closed"), (status = 422, description = "invalid_body")), security(("driver_token" = [])))]
 pub async fn decline_offer(
     State(state): State<AppState>,
     auth: DriverAuth,
     Path(offer): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OfferDeclined>> {
     let input: DeclineInput = if body.is_empty() {
         DeclineInput::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?
     };
     do_decline(&state, &auth, &OfferId(offer), input.reason.as_deref().unwrap_or("declined")).await?;
-    Ok(Json(json!({"result": "declined"})))
+    Ok(Json(OfferDeclined { result: "declined" }))
 }
 
 async fn do_decline(state: &AppState, auth: &DriverAuth, offer: &OfferId, reason: &str) -> ApiResult<()> {
@@ -173,7 +228,7 @@ async fn step(
     order: String,
     to: OrderStatus,
     detail: Value,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Order>> {
     let mut order = state
         .db
         .driver_order_step(&auth.tenant_id, &auth.driver_id, &OrderId(order), to, detail)
@@ -184,19 +239,20 @@ async fn step(
     } else {
         refresh_eta(state, &mut order).await;
     }
-    Ok(Json(serde_json::to_value(order).map_err(ApiError::internal)?))
+    Ok(Json(order))
 }
 
-#[utoipa::path(post, path = "/v1/driver/orders/{order_id}/pickup", tag = "driver", params(("order_id" = String, Path)), responses((status = 200, description = "picked_up")), security(("driver_token" = [])))]
+#[utoipa::path(post, path = "/v1/driver/orders/{order_id}/pickup", tag = "driver", params(("order_id" = String, Path)), responses((status = 200, description = "picked_up", body = Order), (status = 404, description = "No such order held by this driver"), (status = 409, description = "invalid_transition")), security(("driver_token" = [])))]
 pub async fn pickup(
     State(state): State<AppState>,
     auth: DriverAuth,
     Path(order): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Order>> {
     step(&state, &auth, order, OrderStatus::PickedUp, Value::Null).await
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// Optional proof of delivery.
+#[derive(Debug, Deserialize, Default, ToSchema)]
 pub struct DeliverInput {
     photo_url: Option<String>,
     recipient_name: Option<String>,
@@ -205,13 +261,15 @@ pub struct DeliverInput {
 }
 
 #[utoipa::path(post, path = "/v1/driver/orders/{order_id}/deliver", tag = "driver", params(("order_id" = String, Path)),
-    request_body(content = Object, description = "optional proof: {photo_url, recipient_name, lat, lng}"), responses((status = 200, description = "delivered")), security(("driver_token" = [])))]
+    request_body(content = Option<DeliverInput>, description = "optional proof"),
+    responses((status = 200, description = "delivered", body = Order), (status = 404, description = "No such order held by this driver"), (status = 409, description = "invalid_transition"), (status = 422, description = "invalid_body or invalid_location")),
+    security(("driver_token" = [])))]
 pub async fn deliver(
     State(state): State<AppState>,
     auth: DriverAuth,
     Path(order): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Order>> {
     let input: DeliverInput = if body.is_empty() {
         DeliverInput::default()
     } else {
@@ -239,18 +297,19 @@ pub async fn deliver(
     step(&state, &auth, order, OrderStatus::Delivered, detail).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct FailInput {
     reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/driver/orders/{order_id}/fail", tag = "driver", params(("order_id" = String, Path)), request_body(content = Object, description = "{\"reason\"}"), responses((status = 200, description = "failed")), security(("driver_token" = [])))]
+#[utoipa::path(post, path = "/v1/driver/orders/{order_id}/fail", tag = "driver", params(("order_id" = String, Path)), request_body = FailInput,
+    responses((status = 200, description = "failed", body = Order), (status = 404, description = "No such order held by this driver"), (status = 409, description = "invalid_transition")), security(("driver_token" = [])))]
 pub async fn fail(
     State(state): State<AppState>,
     auth: DriverAuth,
     Path(order): Path<String>,
     Json(input): Json<FailInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Order>> {
     if input.reason.trim().is_empty() {
         return Err(ApiError::validation(vec![("reason".into(), "must not be empty".into())]));
     }
@@ -268,12 +327,12 @@ fn wire(m: &InboxMessage) -> Value {
 }
 
 #[utoipa::path(get, path = "/v1/driver/poll", tag = "driver", params(("after" = Option<i64>, Query), ("wait" = Option<u64>, Query, description = "seconds, at most 30")),
-    responses((status = 200, description = "{messages: [{seq, type, data}], next}")), security(("driver_token" = [])))]
+    responses((status = 200, description = "The inbox after `after`", body = InboxPage)), security(("driver_token" = [])))]
 pub async fn poll(
     State(state): State<AppState>,
     auth: DriverAuth,
     Query(q): Query<AfterQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InboxPage>> {
     let after = q.after.unwrap_or(0).max(0);
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(30));
     let mut rx = state.hub.subscribe_driver(&auth.driver_id);
@@ -299,11 +358,11 @@ pub async fn poll(
         }
     }
     let next = msgs.last().map(|m| m.seq).unwrap_or(after);
-    Ok(Json(json!({"messages": msgs.iter().map(wire).collect::<Vec<_>>(), "next": next})))
+    Ok(Json(InboxPage { messages: msgs, next }))
 }
 
 #[utoipa::path(get, path = "/v1/driver/events", tag = "driver", params(("after" = Option<i64>, Query)),
-    responses((status = 200, description = "text/event-stream; `id:` is the seq; resume with Last-Event-ID")), security(("driver_token" = [])))]
+    responses((status = 200, description = "`id:` is the seq; resume with Last-Event-ID", content_type = "text/event-stream", body = String)), security(("driver_token" = [])))]
 pub async fn sse(
     State(state): State<AppState>,
     auth: DriverAuth,
@@ -343,7 +402,8 @@ pub async fn sse(
 }
 
 #[utoipa::path(get, path = "/v1/driver/ws", tag = "driver", params(("after" = Option<i64>, Query), ("token" = Option<String>, Query, description = "for clients that cannot set headers")),
-    responses((status = 101, description = "WebSocket: server sends {seq, type, data}; client sends ack, location, accept, decline")), security(("driver_token" = [])))]
+    responses((status = 101, description = "WebSocket: server sends {seq, type, data}; client sends ack, location, accept, decline"),
+              (status = 405, description = "Not a GET"), (status = 426, description = "The connection cannot be upgraded")), security(("driver_token" = [])))]
 pub async fn ws(
     State(state): State<AppState>,
     auth: DriverAuth,
@@ -456,52 +516,72 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
     metrics::gauge!("lastmile_driver_sockets").decrement(1.0);
 }
 
-async fn handle_upstream(state: &AppState, auth: &DriverAuth, text: &str) -> Option<Message> {
+/// One message up the driver socket, decoded.
+#[derive(Debug, Clone)]
+pub enum DriverMessage {
+    Location(Fix),
+    Ack(i64),
+    Accept { offer_id: String },
+    Decline { offer_id: String, reason: Option<String> },
+}
+
+/// Decode one text frame from a driver's socket. `Err((code, message))` is what the
+/// error frame sent back says. Pure, so the fuzz targets run it on arbitrary text.
+pub fn decode_upstream(text: &str) -> Result<DriverMessage, (&'static str, String)> {
     if lastmile_core::text::json_has_nul(text.as_bytes()) {
-        return Some(ws_error("invalid_text", "text fields must not contain the NUL character (U+0000)"));
+        return Err(("invalid_text", "text fields must not contain the NUL character (U+0000)".into()));
     }
-    let msg: Upstream = match serde_json::from_str(text) {
-        Ok(m) => m,
-        Err(e) => return Some(ws_error("invalid_message", &e.to_string())),
-    };
-    let missing = |field: &str| Some(ws_error("invalid_message", &format!("a `{}` message needs `{field}`", msg.kind)));
+    let msg: Upstream = serde_json::from_str(text).map_err(|e| ("invalid_message", e.to_string()))?;
+    let missing = |field: &str| ("invalid_message", format!("a `{}` message needs `{field}`", msg.kind));
     match msg.kind.as_ref() {
         "location" => {
-            let Some(data) = msg.data else { return missing("data") };
-            let fix: Fix = match serde_json::from_str(data.get()) {
-                Ok(f) => f,
-                Err(e) => return Some(ws_error("invalid_location", &e.to_string())),
-            };
-            match gps::accept(state, &auth.tenant_id, &auth.driver_id, &fix) {
-                FixOutcome::Rejected { code, message } => Some(ws_error(code, &message)),
-                _ => None,
-            }
+            let data = msg.data.ok_or_else(|| missing("data"))?;
+            serde_json::from_str(data.get())
+                .map(DriverMessage::Location)
+                .map_err(|e| ("invalid_location", e.to_string()))
         }
-        "ack" => {
-            let Some(seq) = msg.seq else { return missing("seq") };
+        "ack" => msg.seq.map(DriverMessage::Ack).ok_or_else(|| missing("seq")),
+        "accept" => {
+            let offer_id = msg.offer_id.clone().ok_or_else(|| missing("offer_id"))?;
+            Ok(DriverMessage::Accept { offer_id })
+        }
+        "decline" => {
+            let offer_id = msg.offer_id.clone().ok_or_else(|| missing("offer_id"))?;
+            Ok(DriverMessage::Decline { offer_id, reason: msg.reason.clone() })
+        }
+        other => Err((
+            "invalid_message",
+            format!("unknown message type `{other}`; expected location, ack, accept or decline"),
+        )),
+    }
+}
+
+async fn handle_upstream(state: &AppState, auth: &DriverAuth, text: &str) -> Option<Message> {
+    let msg = match decode_upstream(text) {
+        Ok(m) => m,
+        Err((code, message)) => return Some(ws_error(code, &message)),
+    };
+    match msg {
+        DriverMessage::Location(fix) => match gps::accept(state, &auth.tenant_id, &auth.driver_id, &fix) {
+            FixOutcome::Rejected { code, message } => Some(ws_error(code, &message)),
+            _ => None,
+        },
+        DriverMessage::Ack(seq) => {
             tracing::trace!(seq, "driver acked");
             None
         }
-        "accept" => {
-            let Some(offer_id) = msg.offer_id.clone() else { return missing("offer_id") };
-            Some(match do_accept(state, auth, &OfferId(offer_id.clone())).await {
-                Ok(order) => Message::Text(
-                    json!({"type": "accepted", "data": {"offer_id": offer_id, "order": order}}).to_string().into(),
-                ),
-                Err(e) => ws_error(e.code, &e.message),
-            })
-        }
-        "decline" => {
-            let Some(offer_id) = msg.offer_id.clone() else { return missing("offer_id") };
-            let reason = msg.reason.as_deref().unwrap_or("declined");
+        DriverMessage::Accept { offer_id } => Some(match do_accept(state, auth, &OfferId(offer_id.clone())).await {
+            Ok(order) => Message::Text(
+                json!({"type": "accepted", "data": {"offer_id": offer_id, "order": order}}).to_string().into(),
+            ),
+            Err(e) => ws_error(e.code, &e.message),
+        }),
+        DriverMessage::Decline { offer_id, reason } => {
+            let reason = reason.as_deref().unwrap_or("declined");
             Some(match do_decline(state, auth, &OfferId(offer_id.clone()), reason).await {
                 Ok(()) => Message::Text(json!({"type": "declined", "data": {"offer_id": offer_id}}).to_string().into()),
                 Err(e) => ws_error(e.code, &e.message),
             })
         }
-        other => Some(ws_error(
-            "invalid_message",
-            &format!("unknown message type `{other}`; expected location, ack, accept or decline"),
-        )),
     }
 }

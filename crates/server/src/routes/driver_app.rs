@@ -14,11 +14,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use lastmile_core::OrderId;
+use lastmile_core::{DriverId, Order, OrderId};
 use lastmile_storage::{now_ms, StorageError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use utoipa::ToSchema;
 
 pub fn router(cfg: &WebConfig) -> Router<AppState> {
     Router::new().route("/v1/driver/login", post(login)).route("/v1/driver/me", get(me)).route(
@@ -28,18 +29,59 @@ pub fn router(cfg: &WebConfig) -> Router<AppState> {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginInput {
+    /// The one-time code, e.g. `ABCD-EFGH` (case, spaces and dashes do not matter).
     code: String,
 }
 
-#[utoipa::path(post, path = "/v1/driver/login", tag = "driver", request_body(content = Object, description = "{\"code\": \"ABCD-EFGH\"}"),
-    responses((status = 200, description = "{token, driver: {id, name}} — a new device token; the previous one stops working"), (status = 401, description = "Unknown, used or expired code")))]
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DriverSignedIn {
+    /// A new device token; the previous one stops working.
+    pub token: String,
+    pub driver: DriverName,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DriverName {
+    pub id: DriverId,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DriverMe {
+    pub id: DriverId,
+    pub name: String,
+    pub status: String,
+    pub capacity: i64,
+    /// The orders the driver holds now.
+    pub orders: Vec<Order>,
+    /// Pickup places of those orders, by store id.
+    pub pickups: BTreeMap<String, PickupPlace>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PickupPlace {
+    pub name: String,
+    pub address: String,
+    pub lat: f64,
+    pub lng: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadedPhoto {
+    pub id: String,
+    /// Pass as deliver's `photo_url`.
+    pub url: String,
+}
+
+#[utoipa::path(post, path = "/v1/driver/login", tag = "driver", request_body = LoginInput,
+    responses((status = 200, description = "Signed in", body = DriverSignedIn), (status = 401, description = "Unknown, used or expired code"), (status = 429, description = "Too many sign-in attempts; see Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(input): Json<LoginInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DriverSignedIn>> {
     check_sign_in_rate(&state, &format!("driver code from {}", peer.ip()))?;
     let code = normalize_login_code(&input.code);
     if code.len() != 8 {
@@ -56,26 +98,22 @@ pub async fn login(
             Err(e) => return Err(e.into()),
         };
     let d = state.db.get_driver(&tenant, &driver).await?;
-    Ok(Json(json!({"token": token, "driver": {"id": d.id, "name": d.name}})))
+    Ok(Json(DriverSignedIn { token, driver: DriverName { id: d.id, name: d.name } }))
 }
 
-#[utoipa::path(get, path = "/v1/driver/me", tag = "driver", responses((status = 200, description = "{id, name, status, capacity, orders: [orders held now]}")), security(("driver_token" = [])))]
-pub async fn me(State(state): State<AppState>, auth: DriverAuth) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/driver/me", tag = "driver", responses((status = 200, description = "The driver and the orders they hold now", body = DriverMe)), security(("driver_token" = [])))]
+pub async fn me(State(state): State<AppState>, auth: DriverAuth) -> ApiResult<Json<DriverMe>> {
     let d = state.db.get_driver(&auth.tenant_id, &auth.driver_id).await?;
     let orders = state.db.driver_active_orders(&auth.tenant_id, &auth.driver_id).await?;
     let store_ids: std::collections::BTreeSet<_> = orders.iter().map(|o| o.store_id.clone()).collect();
-    let mut pickups = serde_json::Map::new();
+    let mut pickups = BTreeMap::new();
     for id in store_ids {
         if let Ok(s) = state.db.get_store(&auth.tenant_id, &id).await {
-            pickups.insert(
-                id.0.clone(),
-                json!({"name": s.name, "address": s.pickup_address, "lat": s.pickup_lat, "lng": s.pickup_lng}),
-            );
+            let place = PickupPlace { name: s.name, address: s.pickup_address, lat: s.pickup_lat, lng: s.pickup_lng };
+            pickups.insert(id.0, place);
         }
     }
-    Ok(Json(
-        json!({"id": d.id, "name": d.name, "status": d.status, "capacity": d.capacity, "orders": orders, "pickups": pickups}),
-    ))
+    Ok(Json(DriverMe { id: d.id, name: d.name, status: d.status, capacity: d.capacity, orders, pickups }))
 }
 
 const PHOTO_TYPES: [&str; 3] = ["image/jpeg", "image/png", "image/webp"];
@@ -91,8 +129,8 @@ fn looks_like(content_type: &str, b: &[u8]) -> bool {
 }
 
 #[utoipa::path(post, path = "/v1/driver/orders/{order_id}/photo", tag = "driver", params(("order_id" = String, Path)),
-    request_body(content = Vec<u8>, description = "the image (image/jpeg, image/png or image/webp), at most web.photo_max_bytes", content_type = "image/jpeg"),
-    responses((status = 201, description = "{id, url} — pass url as deliver's photo_url"), (status = 413, description = "Too large"), (status = 415, description = "Not a JPEG, PNG or WebP")),
+    request_body(description = "the image, at most web.photo_max_bytes", content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp"))),
+    responses((status = 201, description = "Stored", body = UploadedPhoto), (status = 404, description = "No such order held by this driver"), (status = 413, description = "Too large"), (status = 415, description = "Not a JPEG, PNG or WebP")),
     security(("driver_token" = [])))]
 pub async fn upload_photo(
     State(state): State<AppState>,
@@ -100,7 +138,7 @@ pub async fn upload_photo(
     Path(order): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<UploadedPhoto>)> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large()
@@ -128,5 +166,5 @@ pub async fn upload_photo(
         .save_delivery_photo(&auth.tenant_id, &auth.driver_id, &OrderId(order), ct, body.to_vec())
         .await
         .map_err(crate::routes::admin::not_found("order"))?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id, "url": format!("/v1/photos/{id}")}))))
+    Ok((StatusCode::CREATED, Json(UploadedPhoto { url: format!("/v1/photos/{id}"), id })))
 }

@@ -36,7 +36,7 @@ pub struct EventsQuery {
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(("after" = Option<i64>, Query, description = "resume after this seq (or send Last-Event-ID)")),
-    responses((status = 200, description = "text/event-stream; `event:` is the kind, `id:` the seq, `data:` {seq, id, kind, subject_id, data, occurred_at}")),
+    responses((status = 200, description = "`event:` is the kind, `id:` the seq, `data:` {seq, id, kind, subject_id, data, occurred_at}", content_type = "text/event-stream", body = String)),
     security(("admin_key" = [])))]
 pub async fn events(
     State(state): State<AppState>,

@@ -11,22 +11,36 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/map/config", get(config)).route("/v1/map/roads", get(roads))
 }
 
-#[utoipa::path(get, path = "/v1/map/config", tag = "map", responses((status = 200, description = "{tile_url, attribution, center: [lat, lng], roads: bool}")))]
-pub async fn config(State(state): State<AppState>) -> Json<Value> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MapConfig {
+    /// A tile URL template; null draws streets from `/v1/map/roads` only.
+    pub tile_url: Option<String>,
+    pub attribution: String,
+    /// `[lat, lng]`.
+    pub center: [f64; 2],
+    /// Whether `/v1/map/roads` has a street map to serve.
+    pub roads: bool,
+}
+
+#[utoipa::path(get, path = "/v1/map/config", tag = "map", responses((status = 200, description = "How the console draws its map", body = MapConfig)))]
+pub async fn config(State(state): State<AppState>) -> Json<MapConfig> {
     let w = &state.cfg.web;
-    Json(json!({
-        "tile_url": w.tile_url, "attribution": w.tile_attribution, "center": w.map_center,
-        "roads": w.osm_pbf.is_some(),
-    }))
+    Json(MapConfig {
+        tile_url: w.tile_url.clone(),
+        attribution: w.tile_attribution.clone(),
+        center: w.map_center,
+        roads: w.osm_pbf.is_some(),
+    })
 }
 
 /// Built streets by extract path, with their ETag. A std Mutex: held only to look up or
@@ -58,7 +72,8 @@ async fn roads_for(path: PathBuf) -> ApiResult<(Bytes, String)> {
 }
 
 #[utoipa::path(get, path = "/v1/map/roads", tag = "map",
-    responses((status = 200, description = "GeoJSON FeatureCollection: MultiLineString features `major` and `minor`, with `bbox`"), (status = 404, description = "map_unavailable: no web.osm_pbf configured")))]
+    responses((status = 200, description = "GeoJSON FeatureCollection: MultiLineString features `major` and `minor`, with `bbox`", content_type = "application/geo+json", body = Object),
+              (status = 304, description = "Unchanged since If-None-Match"), (status = 404, description = "map_unavailable: no web.osm_pbf configured")))]
 pub async fn roads(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let Some(path) = state.cfg.web.osm_pbf.clone() else {
         return Err(ApiError::new(

@@ -11,19 +11,53 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use bytes::Bytes;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/oauth/token", post(token))
 }
 
+/// The token endpoint's form (RFC 6749 §4.4). Client credentials may come in the form or
+/// as HTTP Basic, never both.
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TokenForm {
+    /// `client_credentials`.
+    grant_type: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds.
+    pub expires_in: u64,
+}
+
+/// RFC 6749 §5.2 error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthError {
+    pub error: String,
+    pub error_description: String,
+}
+
+/// A refused token request: the RFC's shape from the endpoint itself, the API's error
+/// shape from the edge (NUL in the form, a body over the limit) and the rate limiter.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum TokenError {
+    OAuth(OAuthError),
+    Api(crate::error::ErrorBody),
+}
+
 fn oauth_error(status: StatusCode, error: &str, description: &str, basic: bool) -> Response {
-    let mut res = (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response();
+    let body = OAuthError { error: error.to_owned(), error_description: description.to_owned() };
+    let mut res = (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response();
     if basic && status == StatusCode::UNAUTHORIZED {
         res.headers_mut()
             .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"lastmile\""));
@@ -46,8 +80,11 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 #[utoipa::path(post, path = "/oauth/token", tag = "auth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "grant_type=client_credentials&client_id=..&client_secret=.."),
-    responses((status = 200, description = "An access token"), (status = 400, description = "RFC 6749 error"), (status = 401, description = "invalid_client")))]
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "An access token", body = TokenResponse),
+              (status = 400, description = "RFC 6749 error (invalid_request, unsupported_grant_type), or NUL in the form", body = TokenError),
+              (status = 401, description = "invalid_client", body = OAuthError), (status = 413, description = "The body is over the size limit"),
+              (status = 429, description = "Rate limited; see Retry-After")))]
 pub async fn token(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -127,7 +164,7 @@ pub async fn token(
         Ok(jwt) => (
             StatusCode::OK,
             [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
-            Json(json!({"access_token": jwt, "token_type": "Bearer", "expires_in": ttl})),
+            Json(TokenResponse { access_token: jwt, token_type: "Bearer", expires_in: ttl }),
         )
             .into_response(),
         Err(e) => crate::error::ApiError::from(e).into_response(),

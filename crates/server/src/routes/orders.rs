@@ -16,9 +16,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use lastmile_core::*;
 use lastmile_storage::{now_ms, to_ms, IdempotencyBegin, IdempotencyRef, IntakeResult, IntakeSource, OrderFilter};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -84,6 +85,70 @@ impl<'a> Fields<'a> {
             }
         }
     }
+}
+
+/// `POST /v1/orders`' body. The handler reads it field by field with [`parse_native`], so
+/// that every bad field is reported at once; these types describe what that reading
+/// accepts. Items that name `item_id` make it a catalog order (prices from the menu).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct OrderInput {
+    store_id: String,
+    /// Your own id; repeats with the same id update rather than duplicate.
+    external_id: Option<String>,
+    customer: CustomerInput,
+    dropoff: DropoffInput,
+    #[schema(min_items = 1)]
+    items: Vec<OrderItemInput>,
+    /// ISO 4217, e.g. `EUR` (catalog orders take the menu's).
+    currency: Option<String>,
+    notes: Option<String>,
+    /// When the order can be picked up; now when absent.
+    ready_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+struct CustomerInput {
+    name: String,
+    phone: Option<String>,
+    email: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+struct DropoffInput {
+    address: Address,
+    lat: f64,
+    lng: f64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum OrderItemInput {
+    /// A line with its own name and price.
+    Line { sku: Option<String>, name: String, quantity: i64, unit_price_minor: i64 },
+    /// A dish from the store's catalog menu.
+    Dish { item_id: String, quantity: i64, notes: Option<String> },
+}
+
+/// An order with what ops need beside it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderDetail {
+    #[serde(flatten)]
+    pub order: Order,
+    /// How it was delivered, once it is.
+    pub proof: Option<lastmile_storage::DeliveryProof>,
+    /// Set when ops should look at it.
+    pub attention: Option<lastmile_storage::Attention>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }
 
 pub(crate) struct NativeOrder {
@@ -218,8 +283,9 @@ fn replay(status: u16, body: String) -> Response {
 
 #[utoipa::path(post, path = "/v1/orders", tag = "orders",
     params(("Idempotency-Key" = String, Header, description = "Required; same key + same body replays the first answer")),
-    request_body(content = Object, description = "store_id, external_id?, customer, dropoff {address, lat, lng}, items, currency, notes?, ready_at?"),
-    responses((status = 201, description = "The order"), (status = 409, description = "idempotency_key_in_use"), (status = 422, description = "validation_failed or idempotency_key_reused")),
+    request_body = OrderInput,
+    responses((status = 201, description = "The order", body = Order), (status = 200, description = "The same order again (a repeated external_id)", body = Order),
+              (status = 409, description = "idempotency_key_in_use, or out_of_stock for a catalog order"), (status = 422, description = "validation_failed or idempotency_key_reused")),
     security(("client_jwt" = [])))]
 pub async fn create_order(
     State(state): State<AppState>,
@@ -261,7 +327,7 @@ pub async fn create_order(
         Ok(res) => Ok(res),
         Err(e) if e.status.is_client_error() => {
             // Client errors are part of the key's answer: replay them too.
-            let body = json!({"error": {"code": e.code, "message": e.message, "details": e.details}}).to_string();
+            let body = serde_json::to_string(&e.body()).map_err(ApiError::internal)?;
             state.db.complete_idempotency(&auth.tenant_id, &idem, e.status.as_u16(), &body).await?;
             Err(e)
         }
@@ -299,20 +365,17 @@ async fn create_order_inner(
     Ok((status, Json(order)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path)), responses((status = 200, description = "The order, with `proof` (of delivery) and `attention` (ops flag), each null when absent"), (status = 404, description = "Not found")), security(("client_jwt" = []), ("admin_key" = [])))]
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path)), responses((status = 200, description = "The order, with `proof` (of delivery) and `attention` (ops flag), each null when absent", body = OrderDetail), (status = 404, description = "Not found")), security(("client_jwt" = []), ("admin_key" = [])))]
 pub async fn get_order(
     State(state): State<AppState>,
     auth: TenantAuth,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OrderDetail>> {
     let order = state.db.get_order(&auth.tenant_id, &OrderId(id)).await.map_err(not_found("order"))?;
     // What ops need beside the order: how it was delivered, and whether it needs them.
     let proof = state.db.delivery_proof(&auth.tenant_id, &order.id).await?;
     let attention = state.db.order_attention(&auth.tenant_id, &order.id).await?;
-    let mut view = serde_json::to_value(&order).map_err(ApiError::internal)?;
-    view["proof"] = json!(proof);
-    view["attention"] = json!(attention);
-    Ok(Json(view))
+    Ok(Json(OrderDetail { order, proof, attention }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,39 +399,13 @@ fn decode_cursor(c: &str) -> Option<(i64, String)> {
 
 #[utoipa::path(get, path = "/v1/orders", tag = "orders",
     params(("status" = Option<String>, Query), ("store_id" = Option<String>, Query), ("updated_since" = Option<String>, Query), ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, description = "{orders, next_cursor}")), security(("client_jwt" = []), ("admin_key" = [])))]
+    responses((status = 200, description = "Oldest change first", body = OrderPage), (status = 422, description = "validation_failed")), security(("client_jwt" = []), ("admin_key" = [])))]
 pub async fn list_orders(
     State(state): State<AppState>,
     auth: TenantAuth,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    let mut fields = Vec::new();
-    let status = q.status.as_deref().map(|s| s.parse::<OrderStatus>()).transpose().unwrap_or_else(|_| {
-        fields.push(("status".to_string(), "unknown status".to_string()));
-        None
-    });
-    let updated_since = q.updated_since.as_deref().map(DateTime::parse_from_rfc3339).transpose().unwrap_or_else(|_| {
-        fields.push(("updated_since".to_string(), "must be an RFC 3339 time".to_string()));
-        None
-    });
-    let after = q.cursor.as_deref().map(|c| decode_cursor(c).ok_or(())).transpose().unwrap_or_else(|_| {
-        fields.push(("cursor".to_string(), "is not a cursor this API issued".to_string()));
-        None
-    });
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        fields.push(("limit".into(), "must be between 1 and 500".into()));
-    }
-    if !fields.is_empty() {
-        return Err(ApiError::validation(fields));
-    }
-    let filter = OrderFilter {
-        status,
-        store_id: q.store_id.map(StoreId),
-        updated_since: updated_since.map(|t| to_ms(t.with_timezone(&Utc))),
-        after,
-        limit: limit + 1,
-    };
+) -> ApiResult<Json<OrderPage>> {
+    let (filter, limit) = q.filter()?;
     let mut orders = state.db.list_orders(&auth.tenant_id, &filter).await?;
     let next = if orders.len() as i64 > limit {
         orders.truncate(limit as usize);
@@ -376,23 +413,62 @@ pub async fn list_orders(
     } else {
         None
     };
-    Ok(Json(json!({"orders": orders, "next_cursor": next})))
+    Ok(Json(OrderPage { orders, next_cursor: next }))
 }
 
-#[derive(Debug, Deserialize)]
+impl ListQuery {
+    /// The storage filter (one more than the page, to tell whether another follows) and
+    /// the page size, or every bad parameter.
+    pub fn filter(self) -> ApiResult<(OrderFilter, i64)> {
+        let q = self;
+        let mut fields = Vec::new();
+        let status = q.status.as_deref().map(|s| s.parse::<OrderStatus>()).transpose().unwrap_or_else(|_| {
+            fields.push(("status".to_string(), "unknown status".to_string()));
+            None
+        });
+        let updated_since =
+            q.updated_since.as_deref().map(DateTime::parse_from_rfc3339).transpose().unwrap_or_else(|_| {
+                fields.push(("updated_since".to_string(), "must be an RFC 3339 time".to_string()));
+                None
+            });
+        let after = q.cursor.as_deref().map(|c| decode_cursor(c).ok_or(())).transpose().unwrap_or_else(|_| {
+            fields.push(("cursor".to_string(), "is not a cursor this API issued".to_string()));
+            None
+        });
+        let limit = q.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            fields.push(("limit".into(), "must be between 1 and 500".into()));
+        }
+        if !fields.is_empty() {
+            return Err(ApiError::validation(fields));
+        }
+        let filter = OrderFilter {
+            status,
+            store_id: q.store_id.map(StoreId),
+            updated_since: updated_since.map(|t| to_ms(t.with_timezone(&Utc))),
+            after,
+            limit: limit + 1,
+        };
+        Ok((filter, limit))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct PatchInput {
     dropoff: Option<PatchDropoff>,
     ready_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct PatchDropoff {
     lat: f64,
     lng: f64,
 }
 
 #[utoipa::path(patch, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path)),
-    request_body(content = Object, description = "{dropoff: {lat, lng}} and/or {ready_at}"), responses((status = 200, description = "The order")), security(("admin_key" = [])))]
+    request_body(content = PatchInput, description = "dropoff coordinates and/or ready_at"),
+    responses((status = 200, description = "The order", body = Order), (status = 404, description = "Not found"), (status = 409, description = "The order is past the point of change"), (status = 422, description = "validation_failed")),
+    security(("admin_key" = [])))]
 pub async fn patch_order(
     State(state): State<AppState>,
     auth: AdminAuth,
@@ -416,12 +492,12 @@ pub async fn patch_order(
     Ok(Json(order))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 pub struct CancelInput {
     reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", params(("id" = String, Path)), request_body(content = Object, description = "{\"reason\"?}"), responses((status = 200, description = "The cancelled order"), (status = 409, description = "Already finished")), security(("client_jwt" = []), ("admin_key" = [])))]
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", params(("id" = String, Path)), request_body(content = Option<CancelInput>, description = "optional"), responses((status = 200, description = "The cancelled order", body = Order), (status = 404, description = "Not found"), (status = 409, description = "Already finished"), (status = 422, description = "invalid_body")), security(("client_jwt" = []), ("admin_key" = [])))]
 pub async fn cancel_order(
     State(state): State<AppState>,
     auth: TenantAuth,
@@ -439,7 +515,7 @@ pub async fn cancel_order(
     Ok(Json(order))
 }
 
-#[utoipa::path(post, path = "/v1/orders/{id}/unstall", tag = "orders", params(("id" = String, Path)), responses((status = 200, description = "Back in matching")), security(("admin_key" = [])))]
+#[utoipa::path(post, path = "/v1/orders/{id}/unstall", tag = "orders", params(("id" = String, Path)), responses((status = 200, description = "Back in matching", body = Order), (status = 404, description = "Not found"), (status = 409, description = "Not stalled, or finished")), security(("admin_key" = [])))]
 pub async fn unstall_order(
     State(state): State<AppState>,
     auth: AdminAuth,

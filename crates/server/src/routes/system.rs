@@ -7,7 +7,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -17,21 +18,31 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "The process is up")))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: &'static str,
+    /// readyz: this node, the cluster's live members and the tenants it matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cluster: Option<serde_json::Value>,
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "The database answers"), (status = 503, description = "It does not")))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "The process is up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok", cluster: None })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "The database answers", body = Health), (status = 503, description = "It does not")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::unavailable("the database is not reachable")
     })?;
-    Ok(Json(json!({"status": "ready", "cluster": state.cluster.summary()})))
+    Ok(Json(Health { status: "ready", cluster: Some(state.cluster.summary()) }))
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format")))]
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

@@ -8,11 +8,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use lastmile_core::{Order, OrderStatus};
 use lastmile_storage::from_ms;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::convert::Infallible;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -54,16 +56,38 @@ pub(crate) async fn load(state: &AppState, token: &str) -> ApiResult<Order> {
 
 /// What a customer may see: status, ETA, the driver's first name, and the driver's
 /// location only while the order is on its way (`picked_up`). Nothing else.
-async fn view(state: &AppState, order: &Order) -> ApiResult<Value> {
-    let mut driver = Value::Null;
+/// What a customer's tracking page shows: nothing about the order beyond its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TrackingView {
+    pub status: OrderStatus,
+    pub eta: Option<DateTime<Utc>>,
+    /// Null until a driver has the order.
+    pub driver: Option<TrackedDriver>,
+    pub updated_at: DateTime<Utc>,
+    /// The slow-dispatch notice and the customer's choice (routes/track_choice.rs).
+    #[serde(flatten)]
+    pub choice: crate::routes::track_choice::ChoiceExtras,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TrackedDriver {
+    pub first_name: Option<String>,
+    /// Only once the order is picked up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<crate::routes::admin::LatLng>,
+}
+
+async fn view(state: &AppState, order: &Order) -> ApiResult<TrackingView> {
+    let mut driver = None;
     if let Some(id) = &order.driver_id {
         let first_name = state.db.get_driver(&order.tenant_id, id).await.ok().map(|d| first_name(&d.name));
-        driver = json!({ "first_name": first_name });
+        let mut location = None;
         if order.status == OrderStatus::PickedUp {
             if let Some(p) = state.fleet.driver(id).and_then(|l| l.point) {
-                driver["location"] = json!({"lat": p.lat, "lng": p.lng});
+                location = Some(crate::routes::admin::LatLng { lat: p.lat, lng: p.lng });
             }
         }
+        driver = Some(TrackedDriver { first_name, location });
     }
     let eta = if order.status.holds_driver() {
         let live = crate::gps::live_eta(state, order).await.unwrap_or_else(|e| {
@@ -74,14 +98,13 @@ async fn view(state: &AppState, order: &Order) -> ApiResult<Value> {
     } else {
         None
     };
-    let mut v = json!({"status": order.status, "eta": eta, "driver": driver, "updated_at": order.updated_at});
-    // The slow-dispatch notice and the customer's choice (routes/track_choice.rs).
-    if let (Some(v), Value::Object(extra)) =
-        (v.as_object_mut(), crate::routes::track_choice::view_extras(state, order).await?)
-    {
-        v.extend(extra);
-    }
-    Ok(v)
+    Ok(TrackingView {
+        status: order.status,
+        eta,
+        driver,
+        updated_at: order.updated_at,
+        choice: crate::routes::track_choice::view_extras(state, order).await?,
+    })
 }
 
 fn first_name(full: &str) -> String {
@@ -89,28 +112,28 @@ fn first_name(full: &str) -> String {
 }
 
 #[utoipa::path(get, path = "/v1/track/{token}", tag = "tracking", params(("token" = String, Path)),
-    responses((status = 200, description = "{status, eta, driver: {first_name, location?}, updated_at}"), (status = 404, description = "Unknown link")))]
-pub async fn track(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "The order's progress", body = TrackingView), (status = 404, description = "Unknown link")))]
+pub async fn track(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Json<TrackingView>> {
     let order = load(&state, &token).await?;
     Ok(Json(view(&state, &order).await?))
 }
 
 #[utoipa::path(get, path = "/v1/track/{token}/events", tag = "tracking", params(("token" = String, Path)),
-    responses((status = 200, description = "text/event-stream of tracking views, one per change")))]
+    responses((status = 200, description = "Tracking views (event `tracking`), one per change", content_type = "text/event-stream", body = String), (status = 404, description = "Unknown link")))]
 pub async fn track_events(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
     let order = load(&state, &token).await?;
     let rx = state.hub.subscribe_order(&order.id);
     let closed = state.hub.closed();
     let first = view(&state, &order).await?;
     let stream = futures::stream::unfold(
-        (state, token, rx, Some(first), Value::Null),
+        (state, token, rx, Some(first), None::<TrackingView>),
         |(state, token, mut rx, pending, last)| async move {
             let mut pending = pending;
             loop {
                 if let Some(v) = pending.take() {
-                    if v != last {
-                        let ev = SseEvent::default().event("tracking").data(v.to_string());
-                        return Some((Ok::<_, Infallible>(ev), (state, token, rx, None, v)));
+                    if last.as_ref() != Some(&v) {
+                        let ev = SseEvent::default().event("tracking").data(serde_json::to_string(&v).ok()?);
+                        return Some((Ok::<_, Infallible>(ev), (state, token, rx, None, Some(v))));
                     }
                 }
                 if rx.changed().await.is_err() {

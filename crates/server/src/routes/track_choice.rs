@@ -8,9 +8,11 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use lastmile_core::{Order, OrderStatus};
 use lastmile_storage::{to_ms, CustomerChoice};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -47,13 +49,35 @@ pub fn slow_notice_at(
 }
 
 /// The fields the tracking view adds for these choices.
-pub async fn view_extras(state: &AppState, order: &Order) -> ApiResult<Value> {
+/// The customer's choices on the tracking page.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ChoiceExtras {
+    /// When the page offers to keep waiting or cancel; null once a driver has it.
+    pub slow_notice_at: Option<DateTime<Utc>>,
+    pub can_cancel: bool,
+    /// The customer's latest choice: `keep_waiting` or `cancel`.
+    pub choice: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerCancelled {
+    pub status: OrderStatus,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeptWaiting {
+    /// `keep_waiting`.
+    pub choice: &'static str,
+    pub slow_notice_at: Option<DateTime<Utc>>,
+}
+
+pub async fn view_extras(state: &AppState, order: &Order) -> ApiResult<ChoiceExtras> {
     let choice = state.db.latest_customer_choice(&order.tenant_id, &order.id).await?;
-    Ok(json!({
-        "slow_notice_at": slow_notice_at(state, order, choice.as_ref()),
-        "can_cancel": cancellable(order.status),
-        "choice": choice.map(|c| c.choice),
-    }))
+    Ok(ChoiceExtras {
+        slow_notice_at: slow_notice_at(state, order, choice.as_ref()),
+        can_cancel: cancellable(order.status),
+        choice: choice.map(|c| c.choice),
+    })
 }
 
 async fn load(state: &AppState, token: &str) -> ApiResult<Order> {
@@ -61,8 +85,8 @@ async fn load(state: &AppState, token: &str) -> ApiResult<Order> {
 }
 
 #[utoipa::path(post, path = "/v1/track/{token}/cancel", tag = "tracking", params(("token" = String, Path)),
-    responses((status = 200, description = "{status: cancelled}"), (status = 409, description = "too_late_to_cancel: picked up or finished"), (status = 404, description = "Unknown link")))]
-pub async fn cancel(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "Cancelled", body = CustomerCancelled), (status = 409, description = "too_late_to_cancel: picked up or finished"), (status = 404, description = "Unknown link")))]
+pub async fn cancel(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Json<CustomerCancelled>> {
     let order = load(&state, &token).await?;
     if !cancellable(order.status) {
         return Err(ApiError::conflict(
@@ -79,12 +103,12 @@ pub async fn cancel(State(state): State<AppState>, Path(token): Path<String>) ->
         })?;
     state.db.record_customer_choice(&order.tenant_id, &order.id, "cancel").await?;
     crate::payments::refund_captured(&state, &order.tenant_id, &order.id).await;
-    Ok(Json(json!({"status": cancelled.status})))
+    Ok(Json(CustomerCancelled { status: cancelled.status }))
 }
 
 #[utoipa::path(post, path = "/v1/track/{token}/keep-waiting", tag = "tracking", params(("token" = String, Path)),
-    responses((status = 200, description = "{choice: keep_waiting, slow_notice_at}"), (status = 409, description = "not_waiting: a driver has it or it is finished")))]
-pub async fn keep_waiting(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "Noted; the slow notice moves on", body = KeptWaiting), (status = 404, description = "Unknown link"), (status = 409, description = "not_waiting: a driver has it or it is finished")))]
+pub async fn keep_waiting(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Json<KeptWaiting>> {
     let order = load(&state, &token).await?;
     if !waiting_for_driver(order.status) {
         return Err(ApiError::conflict("not_waiting", format!("the order is {}: nothing to wait for", order.status)));
@@ -93,7 +117,7 @@ pub async fn keep_waiting(State(state): State<AppState>, Path(token): Path<Strin
     // Tracking streams show the choice (and the next notice time) at once.
     state.hub.bump_order(&order.id);
     let extras = view_extras(&state, &order).await?;
-    Ok(Json(json!({"choice": "keep_waiting", "slow_notice_at": extras["slow_notice_at"]})))
+    Ok(Json(KeptWaiting { choice: "keep_waiting", slow_notice_at: extras.slow_notice_at }))
 }
 
 #[cfg(test)]

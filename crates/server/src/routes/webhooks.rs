@@ -11,10 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use lastmile_core::{Platform, StoreId};
+use lastmile_core::{DeadLetterId, OrderId, Platform, StoreId, SyncJobId};
 use lastmile_ingest::{IngestError, Parsed, VerifyKey};
 use lastmile_storage::{IntakeOutcome, IntakeSource, RawDelivery, StoreRecord};
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -45,18 +47,35 @@ fn archived_headers(pairs: &[(String, String)], custom_header: Option<&str>) -> 
 /// `lastmile_orders_ingested_total{platform,result}`.
 struct Answer {
     status: StatusCode,
-    body: Value,
+    body: IntakeAnswer,
+}
+
+/// What became of a delivery.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct IntakeAnswer {
+    /// Null when no order was created or changed.
+    pub order_id: Option<OrderId>,
+    /// `created`, `updated`, `unchanged`, `cancelled`, `ignored`, `dead_lettered` or `queued`.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_id: Option<DeadLetterId>,
+    /// A BigCommerce order fetch queued for retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<SyncJobId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Answer {
-    fn new(status: StatusCode, platform: Platform, result: &str, body: Value) -> Self {
+    fn new(status: StatusCode, platform: Platform, result: &str, body: IntakeAnswer) -> Self {
         let (platform, result) = (platform.as_str(), result.to_owned());
         metrics::counter!("lastmile_orders_ingested_total", "platform" => platform, "result" => result).increment(1);
         Answer { status, body }
     }
 
     fn result(platform: Platform, order_id: Option<&lastmile_core::OrderId>, result: &str) -> Self {
-        Self::new(StatusCode::OK, platform, result, json!({"order_id": order_id, "result": result}))
+        let body = IntakeAnswer { order_id: order_id.cloned(), result: result.to_owned(), ..Default::default() };
+        Self::new(StatusCode::OK, platform, result, body)
     }
 
     fn intake(out: IntakeOutcome, platform: Platform) -> Self {
@@ -122,9 +141,10 @@ fn verify_with(platform: Platform, pairs: &[(String, String)], body: &[u8], key:
 
 #[utoipa::path(post, path = "/v1/webhooks/{platform}/{store_id}", tag = "intake",
     params(("platform" = String, Path, description = "shopify | woocommerce | bigcommerce"), ("store_id" = String, Path)),
-    request_body(content = String, description = "The platform's signed webhook body, unchanged"),
-    responses((status = 200, description = "{order_id, result}"), (status = 202, description = "dead_lettered or queued"),
-              (status = 400, description = "Unsigned or missing headers"), (status = 401, description = "invalid_signature"), (status = 404, description = "Unknown store")))]
+    request_body(content = Value, description = "The platform's signed webhook body, unchanged (its shape is the platform's)"),
+    responses((status = 200, description = "Committed or ignored", body = IntakeAnswer), (status = 202, description = "dead_lettered or queued", body = IntakeAnswer),
+              (status = 400, description = "Missing headers or an unreadable body"), (status = 401, description = "invalid_signature or stale_timestamp"), (status = 404, description = "Unknown store"),
+              (status = 413, description = "The body is over the size limit"), (status = 429, description = "The store's intake is over its rate or concurrency")))]
 pub async fn platform_webhook(
     State(state): State<AppState>,
     Path((platform, store_id)): Path<(String, String)>,
@@ -152,8 +172,10 @@ pub async fn platform_webhook(
 }
 
 #[utoipa::path(post, path = "/v1/import-orders", tag = "intake",
-    request_body(content = String, description = "Any platform's signed webhook; the platform is detected from the headers and the store from its identity"),
-    responses((status = 200, description = "{order_id, result}"), (status = 400, description = "Platform not recognised"), (status = 401, description = "invalid_signature"), (status = 404, description = "No store with this identity")))]
+    request_body(content = Value, description = "Any platform's signed webhook; the platform is detected from the headers and the store from its identity"),
+    responses((status = 200, description = "Committed or ignored", body = IntakeAnswer), (status = 202, description = "dead_lettered or queued", body = IntakeAnswer),
+              (status = 400, description = "Platform not recognised, or missing headers"), (status = 401, description = "invalid_signature, stale_timestamp, or no store with this identity"),
+              (status = 413, description = "The body is over the size limit"), (status = 429, description = "The store's intake is over its rate or concurrency")))]
 pub async fn import_orders(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let pairs = header_pairs(&headers);
     let platform = lastmile_ingest::detect_platform(&pairs, &body)
@@ -209,7 +231,12 @@ async fn process_verified(
                 return Err(ApiError::bad_request("missing_header", format!("the {h} header is required"))
                     .with_details(json!({"header": h, "dead_letter_id": id})));
             }
-            let body = json!({"order_id": null, "result": "dead_lettered", "dead_letter_id": id, "error": error});
+            let body = IntakeAnswer {
+                result: "dead_lettered".into(),
+                dead_letter_id: Some(id),
+                error: Some(error),
+                ..Default::default()
+            };
             Ok(Answer::new(StatusCode::ACCEPTED, store.platform, "dead_lettered", body).into_response())
         }
     }
@@ -226,7 +253,7 @@ pub async fn replay_delivery(
 ) -> ApiResult<Result<Value, String>> {
     let raw = RawDelivery { headers_json: archived_headers(headers, None), body };
     Ok(match process(state, store, headers, raw).await? {
-        Processed::Answered(answer) => Ok(answer.body),
+        Processed::Answered(answer) => Ok(serde_json::to_value(answer.body).map_err(ApiError::internal)?),
         Processed::Unprocessable { error, .. } => Err(error),
     })
 }
@@ -321,7 +348,12 @@ async fn fetch_and_commit(
             tracing::warn!(error = %e, store = %store.id, "BigCommerce order fetch failed; queued for retry");
             let key = delivery_id.unwrap_or_else(|| lastmile_storage::now_ms().to_string());
             let job = state.db.queue_fetch(src, &platform_order_id, &key, raw).await?;
-            let body = json!({"order_id": null, "result": "queued", "job_id": job, "error": e.to_string()});
+            let body = IntakeAnswer {
+                result: "queued".into(),
+                job_id: Some(job),
+                error: Some(e.to_string()),
+                ..Default::default()
+            };
             Ok(Processed::Answered(Answer::new(StatusCode::ACCEPTED, store.platform, "queued", body)))
         }
     }
