@@ -552,16 +552,51 @@ fn unknown_items(idx: Vec<usize>) -> ApiError {
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}/payments", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 200, description = "{payments: [{id, provider, state (captured, voided, refunded, authorized), amount_minor, currency, decline_code}]}"),
+    responses((status = 200, description = "The order's payments, oldest first", body = PaymentList),
               (status = 404, description = "No such order")),
     security(("client_jwt" = []), ("admin_key" = [])))]
 pub async fn order_payments(
     State(state): State<AppState>,
     auth: TenantAuth,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PaymentList>> {
     let order = lastmile_core::OrderId(id);
     state.db.get_order(&auth.tenant_id, &order).await.map_err(not_found("order"))?;
     let list = state.db.payments_for_order(&auth.tenant_id, &order).await?;
-    Ok(Json(json!({"payments": list})))
+    let payments = list
+        .into_iter()
+        .map(|p| PaymentView {
+            id: p.id,
+            provider: p.provider,
+            provider_ref: p.provider_ref,
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+            state: p.state,
+            decline_code: p.decline_code,
+            created_at: lastmile_storage::from_ms(p.created_at),
+            updated_at: lastmile_storage::from_ms(p.updated_at),
+        })
+        .collect();
+    Ok(Json(PaymentList { payments }))
+}
+
+/// A payment of an order.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PaymentView {
+    pub id: String,
+    pub provider: String,
+    /// The processor's reference.
+    pub provider_ref: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// authorized, captured, voided or refunded (declined attempts name no order).
+    pub state: String,
+    pub decline_code: Option<String>,
+    pub created_at: chrono::DateTime<Utc>,
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PaymentList {
+    pub payments: Vec<PaymentView>,
 }

@@ -31,9 +31,67 @@ pub struct AdminKeyInput {
     pub name: String,
 }
 
-fn key_view(k: &AdminKey) -> Value {
-    json!({"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": from_ms(k.created_at),
-           "last_used_at": k.last_used_at.map(from_ms), "revoked_at": k.revoked_at.map(from_ms)})
+/// An admin key as the API shows it: never the key itself, except `key` right after a create.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AdminKeyView {
+    pub id: String,
+    pub name: String,
+    /// The key's first characters (none for keys issued before prefixes were kept).
+    pub prefix: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The key: in the answer to a create only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AdminKeyList {
+    pub admin_keys: Vec<AdminKeyView>,
+}
+
+/// One audit-log entry.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditView {
+    pub id: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub action: String,
+    pub target_id: Option<String>,
+    pub actor: AuditActor,
+    pub source_ip: Option<String>,
+    /// `tenant`, or `system` for operator-wide actions.
+    pub scope: String,
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditActor {
+    /// `admin_key`, `user` or `operator`.
+    pub kind: String,
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// Newest first.
+    pub entries: Vec<AuditView>,
+    /// Pass as `before` for the next page; none on the last.
+    pub next_before: Option<String>,
+}
+
+fn key_view(k: &AdminKey) -> AdminKeyView {
+    AdminKeyView {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        created_at: from_ms(k.created_at),
+        last_used_at: k.last_used_at.map(from_ms),
+        revoked_at: k.revoked_at.map(from_ms),
+        key: None,
+    }
 }
 
 /// A new admin key: `(id, key, prefix)`; only the hash of `key` may be stored.
@@ -44,13 +102,13 @@ pub fn new_admin_key() -> (String, String, String) {
 }
 
 #[utoipa::path(post, path = "/v1/admin-keys", tag = "admin", request_body = AdminKeyInput,
-    responses((status = 201, description = "{id, name, prefix, created_at, key}: the key is shown once"), (status = 422, description = "validation_failed")),
+    responses((status = 201, description = "The key, shown once as `key`", body = AdminKeyView), (status = 422, description = "validation_failed")),
     security(("admin_key" = [])))]
 pub async fn create_admin_key(
     State(state): State<AppState>,
     auth: AdminAuth,
     Json(input): Json<AdminKeyInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<AdminKeyView>)> {
     let name = input.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.contains('\0') {
         return Err(ApiError::validation(vec![("name".into(), format!("must be 1 to {MAX_NAME_LEN} characters"))]));
@@ -61,16 +119,16 @@ pub async fn create_admin_key(
     entry.details = Some(json!({"name": name}));
     let created = state.db.with_audit(entry).create_admin_key(&auth.tenant_id, new).await?;
     let mut view = key_view(&created);
-    view["key"] = json!(key);
+    view.key = Some(key);
     Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[utoipa::path(get, path = "/v1/admin-keys", tag = "admin",
-    responses((status = 200, description = "{admin_keys: [{id, name, prefix, created_at, last_used_at, revoked_at}]}, never the keys")),
+    responses((status = 200, description = "The tenant's admin keys, never the keys themselves", body = AdminKeyList)),
     security(("admin_key" = [])))]
-pub async fn list_admin_keys(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<Value>> {
+pub async fn list_admin_keys(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<AdminKeyList>> {
     let keys = state.db.list_admin_keys(&auth.tenant_id).await?;
-    Ok(Json(json!({"admin_keys": keys.iter().map(key_view).collect::<Vec<_>>()})))
+    Ok(Json(AdminKeyList { admin_keys: keys.iter().map(key_view).collect() }))
 }
 
 #[utoipa::path(delete, path = "/v1/admin-keys/{id}", tag = "admin", params(("id" = String, Path)),
@@ -103,24 +161,30 @@ pub struct AuditQuery {
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 
-fn audit_view(r: &AuditRecord) -> Value {
+fn audit_view(r: &AuditRecord) -> AuditView {
     let e = &r.entry;
-    json!({"id": r.id, "at": from_ms(r.created_at), "action": e.action, "target_id": e.target_id,
-           "actor": {"kind": e.actor_kind, "id": e.actor_id, "name": r.actor_name},
-           "source_ip": e.source_ip, "scope": if e.tenant_id.is_some() { "tenant" } else { "system" },
-           "details": e.details})
+    AuditView {
+        id: r.id.clone(),
+        at: from_ms(r.created_at),
+        action: e.action.clone(),
+        target_id: e.target_id.clone(),
+        actor: AuditActor { kind: e.actor_kind.clone(), id: e.actor_id.clone(), name: r.actor_name.clone() },
+        source_ip: e.source_ip.clone(),
+        scope: if e.tenant_id.is_some() { "tenant" } else { "system" }.into(),
+        details: e.details.clone(),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/audit-log", tag = "admin",
     params(("limit" = Option<i64>, Query, description = "1–500, default 50"), ("before" = Option<String>, Query, description = "`next_before` of the previous page")),
-    responses((status = 200, description = "{entries: [{id, at, action, target_id, actor: {kind, id, name}, source_ip, scope, details}], next_before}, newest first"),
+    responses((status = 200, description = "Entries newest first, and `next_before` for the next page", body = AuditPage),
               (status = 422, description = "validation_failed")),
     security(("admin_key" = [])))]
 pub async fn audit_log(
     State(state): State<AppState>,
     auth: AdminAuth,
     Query(q): Query<AuditQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditPage>> {
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(l) => l.parse::<i64>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
@@ -133,5 +197,5 @@ pub async fn audit_log(
     }
     let records = state.db.audit_log(&auth.tenant_id, before, limit).await?;
     let next = (records.len() as i64 == limit).then(|| records.last().map(|r| r.id.clone())).flatten();
-    Ok(Json(json!({"entries": records.iter().map(audit_view).collect::<Vec<_>>(), "next_before": next})))
+    Ok(Json(AuditPage { entries: records.iter().map(audit_view).collect(), next_before: next }))
 }

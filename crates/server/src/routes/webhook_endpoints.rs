@@ -12,10 +12,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
+use chrono::{DateTime, Utc};
+use lastmile_core::WebhookDeliveryId;
 use lastmile_core::{EventKind, WebhookEndpointId};
 use lastmile_storage::{from_ms, NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointPatch};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Longest endpoint URL accepted.
@@ -50,11 +51,69 @@ pub struct EndpointPatchInput {
     pub enabled: Option<bool>,
 }
 
-fn view(e: &WebhookEndpoint) -> Value {
-    json!({
-        "id": e.id, "url": e.url, "description": e.description, "events": e.events, "enabled": e.enabled,
-        "created_at": from_ms(e.created_at), "updated_at": from_ms(e.updated_at),
-    })
+/// An endpoint as the API shows it; `secret` only when it was just made.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointView {
+    #[schema(value_type = String)]
+    pub id: WebhookEndpointId,
+    pub url: String,
+    pub description: String,
+    /// Event kinds, or `["*"]`.
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The signing secret (`whsec_...`): in the answer to a create only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointList {
+    pub endpoints: Vec<EndpointView>,
+    /// The kinds an endpoint may subscribe to.
+    pub event_kinds: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedSecret {
+    pub secret: String,
+    /// Until then the previous secret signs beside the new one.
+    pub previous_valid_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    #[schema(value_type = String)]
+    pub id: WebhookDeliveryId,
+    pub event_id: String,
+    pub event_kind: String,
+    /// pending, running, done, dead or cancelled.
+    pub state: String,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryView>,
+}
+
+fn view(e: &WebhookEndpoint) -> EndpointView {
+    EndpointView {
+        id: e.id.clone(),
+        url: e.url.clone(),
+        description: e.description.clone(),
+        events: e.events.clone(),
+        enabled: e.enabled,
+        created_at: from_ms(e.created_at),
+        updated_at: from_ms(e.updated_at),
+        secret: None,
+    }
 }
 
 /// The event kinds an endpoint may subscribe to.
@@ -89,14 +148,14 @@ fn check_description(d: Option<&String>, fields: &mut Vec<(String, String)>) {
 }
 
 #[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "events-out", request_body = EndpointInput,
-    responses((status = 201, description = "Endpoint created; its signing secret (`whsec_...`) is shown once, as `secret`"),
+    responses((status = 201, description = "Endpoint created; its signing secret (`whsec_...`) is shown once, as `secret`", body = EndpointView),
               (status = 422, description = "Invalid URL (not http(s), or a private address) or unknown event kind")),
     security(("admin_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     auth: AdminAuth,
     Json(input): Json<EndpointInput>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<EndpointView>)> {
     let mut fields = Vec::new();
     check_url(&state, &input.url, &mut fields).await;
     check_events(&input.events, &mut fields);
@@ -114,21 +173,25 @@ pub async fn create(
     let audited = crate::audit::db(&state, &auth, "webhook_endpoint.create", None);
     let endpoint = audited.create_webhook_endpoint(&auth.tenant_id, new).await?;
     let mut out = view(&endpoint);
-    out["secret"] = json!(secret);
+    out.secret = Some(secret);
     Ok((StatusCode::CREATED, Json(out)))
 }
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "events-out",
-    responses((status = 200, description = "{endpoints: [...]} (no secrets)")), security(("admin_key" = [])))]
-pub async fn list(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "The tenant's endpoints (no secrets)", body = EndpointList)), security(("admin_key" = [])))]
+pub async fn list(State(state): State<AppState>, auth: AdminAuth) -> ApiResult<Json<EndpointList>> {
     let list = state.db.list_webhook_endpoints(&auth.tenant_id).await?;
-    Ok(Json(json!({"endpoints": list.iter().map(view).collect::<Vec<_>>(), "event_kinds": subscribable_kinds()})))
+    Ok(Json(EndpointList { endpoints: list.iter().map(view).collect(), event_kinds: subscribable_kinds() }))
 }
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", tag = "events-out", params(("id" = String, Path)),
-    responses((status = 200, description = "The endpoint (no secret)"), (status = 404, description = "No such endpoint")),
+    responses((status = 200, description = "The endpoint (no secret)", body = EndpointView), (status = 404, description = "No such endpoint")),
     security(("admin_key" = [])))]
-pub async fn read(State(state): State<AppState>, auth: AdminAuth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn read(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EndpointView>> {
     let e = state
         .db
         .get_webhook_endpoint(&auth.tenant_id, &WebhookEndpointId(id))
@@ -139,7 +202,7 @@ pub async fn read(State(state): State<AppState>, auth: AdminAuth, Path(id): Path
 
 #[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", tag = "events-out", params(("id" = String, Path)),
     request_body = EndpointPatchInput,
-    responses((status = 200, description = "The endpoint as changed"), (status = 404, description = "No such endpoint"),
+    responses((status = 200, description = "The endpoint as changed", body = EndpointView), (status = 404, description = "No such endpoint"),
               (status = 422, description = "Invalid fields")),
     security(("admin_key" = [])))]
 pub async fn update(
@@ -147,7 +210,7 @@ pub async fn update(
     auth: AdminAuth,
     Path(id): Path<String>,
     Json(input): Json<EndpointPatchInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointView>> {
     let mut fields = Vec::new();
     if let Some(u) = &input.url {
         check_url(&state, u, &mut fields).await;
@@ -184,14 +247,14 @@ pub async fn remove(State(state): State<AppState>, auth: AdminAuth, Path(id): Pa
 }
 
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "events-out", params(("id" = String, Path)),
-    responses((status = 200, description = "{secret, previous_valid_until}: the new secret; the previous one keeps signing beside it until then"),
+    responses((status = 200, description = "The new secret; the previous one keeps signing beside it until `previous_valid_until`", body = RotatedSecret),
               (status = 404, description = "No such endpoint")),
     security(("admin_key" = [])))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     auth: AdminAuth,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RotatedSecret>> {
     let secret = new_secret();
     let until = lastmile_storage::now_ms() + (state.cfg.webhooks.rotation_overlap_s as i64) * 1000;
     crate::audit::db(&state, &auth, "webhook_endpoint.rotate_secret", Some(&id))
@@ -203,7 +266,7 @@ pub async fn rotate_secret(
         )
         .await
         .map_err(not_found("webhook endpoint"))?;
-    Ok(Json(json!({"secret": secret, "previous_valid_until": from_ms(until)})))
+    Ok(Json(RotatedSecret { secret, previous_valid_until: from_ms(until) }))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -213,7 +276,7 @@ pub struct DeliveriesQuery {
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/deliveries", tag = "events-out",
     params(("id" = String, Path), ("limit" = Option<i64>, Query)),
-    responses((status = 200, description = "{deliveries: [...]} newest first: state (pending, running, done, dead, cancelled), attempts, last status and error"),
+    responses((status = 200, description = "Newest first: state (pending, running, done, dead, cancelled), attempts, last status and error", body = DeliveryList),
               (status = 404, description = "No such endpoint")),
     security(("admin_key" = [])))]
 pub async fn deliveries(
@@ -221,20 +284,24 @@ pub async fn deliveries(
     auth: AdminAuth,
     Path(id): Path<String>,
     Query(q): Query<DeliveriesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeliveryList>> {
     let id = WebhookEndpointId(id);
     state.db.get_webhook_endpoint(&auth.tenant_id, &id).await.map_err(not_found("webhook endpoint"))?;
     let list = state.db.list_webhook_deliveries(&auth.tenant_id, &id, q.limit.unwrap_or(50).clamp(1, 500)).await?;
-    let views: Vec<Value> = list
-        .iter()
-        .map(|d| {
-            json!({
-                "id": d.id, "event_id": d.event_id, "event_kind": d.event_kind, "state": d.state,
-                "attempts": d.attempts, "last_status": d.last_status, "last_error": d.last_error,
-                "next_attempt_at": from_ms(d.next_attempt_at), "created_at": from_ms(d.created_at),
-                "completed_at": d.completed_at.map(from_ms),
-            })
+    let deliveries = list
+        .into_iter()
+        .map(|d| DeliveryView {
+            id: d.id,
+            event_id: d.event_id,
+            event_kind: d.event_kind,
+            state: d.state,
+            attempts: d.attempts,
+            last_status: d.last_status,
+            last_error: d.last_error,
+            next_attempt_at: from_ms(d.next_attempt_at),
+            created_at: from_ms(d.created_at),
+            completed_at: d.completed_at.map(from_ms),
         })
         .collect();
-    Ok(Json(json!({"deliveries": views})))
+    Ok(Json(DeliveryList { deliveries }))
 }
