@@ -3,7 +3,11 @@
 //! the vocabulary is indexed by its character trigrams (padded, so short words have some),
 //! and a query word matches a vocabulary word exactly, as a prefix, or within one edit
 //! (words of 4–7 letters) or two (8 and more), edits counted as Damerau-Levenshtein
-//! (optimal string alignment: a swap of neighbours is one edit). A dish matches when every
+//! (optimal string alignment: a swap of neighbours is one edit). Words of 4–7 letters that
+//! are spelt as they sound also match a word of about their length with the same first
+//! letter and the same consonant skeleton (vowels dropped, b/p, d/t, c/g/k/q, v/w and s/z
+//! folded, doubled letters once): "kabob" and "kebap" both find "kebab", which two edits
+//! in a five-letter word would not. A dish matches when every
 //! query word matches one of its name, aliases, tags, category or description words.
 //!
 //! A snapshot is immutable; a menu change builds a new one (tens of milliseconds for
@@ -123,6 +127,27 @@ fn max_edits(len: usize) -> usize {
     }
 }
 
+/// The consonant skeleton of a word (see the module notes); None when too short to say
+/// much (under two consonants).
+fn sound_key(word: &str) -> Option<String> {
+    let mut key = String::new();
+    for c in word.chars() {
+        let folded = match c {
+            'a' | 'e' | 'i' | 'o' | 'u' | 'y' | 'h' => continue,
+            'p' => 'b',
+            't' => 'd',
+            'c' | 'g' | 'q' => 'k',
+            'v' => 'w',
+            'z' => 's',
+            c => c,
+        };
+        if !key.ends_with(folded) {
+            key.push(folded);
+        }
+    }
+    (key.chars().count() >= 2).then_some(key)
+}
+
 fn trigrams(word: &str) -> impl Iterator<Item = [char; 3]> {
     let padded: Vec<char> = std::iter::once('\u{2}').chain(word.chars()).chain(std::iter::once('\u{3}')).collect();
     (0..padded.len().saturating_sub(2)).map(move |i| [padded[i], padded[i + 1], padded[i + 2]])
@@ -154,6 +179,8 @@ pub struct CatalogSnapshot {
     /// For each term, the documents holding it with the best weight it has there.
     postings: Vec<Vec<(Doc, f32)>>,
     grams: HashMap<[char; 3], Vec<u32>>,
+    /// Terms by their [`sound_key`].
+    sounds: HashMap<String, Vec<u32>>,
 }
 
 impl CatalogSnapshot {
@@ -169,6 +196,9 @@ impl CatalogSnapshot {
                     if t == next {
                         for g in trigrams(&word) {
                             snap.grams.entry(g).or_default().push(t);
+                        }
+                        if let Some(k) = sound_key(&word) {
+                            snap.sounds.entry(k).or_default().push(t);
                         }
                         snap.terms.push(word);
                         postings.push(BTreeMap::new());
@@ -251,6 +281,19 @@ impl CatalogSnapshot {
             (0..self.terms.len() as u32).for_each(&mut consider);
         } else {
             candidates.into_iter().for_each(&mut consider);
+        }
+        // Spelt as it sounds: the same consonant skeleton, for words too short for two edits.
+        if (4..=7).contains(&len) {
+            let alike = sound_key(word).and_then(|k| self.sounds.get(&k));
+            let first = word.chars().next();
+            for &t in alike.into_iter().flatten() {
+                let term = &self.terms[t as usize];
+                // Same first letter and about the same length: two consonants say little alone.
+                let close = term.chars().next() == first && term.chars().count().abs_diff(len) <= 1;
+                if close && Some(t) != exact && !out.iter().any(|(seen, _)| *seen == t) {
+                    out.push((t, 0.5));
+                }
+            }
         }
         out
     }
@@ -451,6 +494,14 @@ mod tests {
         }
         // The far store is outside the radius.
         assert!(s.search(&query("kebab")).stores.iter().all(|h| h.store.id == "s1"));
+    }
+
+    #[test]
+    fn words_spelt_as_they_sound_match_by_their_consonants() {
+        assert_eq!(sound_key("kabob"), sound_key("kebab"));
+        assert_eq!(sound_key("kebap"), sound_key("kebab"));
+        assert_ne!(sound_key("pizza"), sound_key("kebab"));
+        assert_eq!(sound_key("tea"), None, "too few consonants to say anything");
     }
 
     #[test]
