@@ -196,8 +196,29 @@ fn fail_all(batch: &mut Vec<Job>, msg: &str) {
 }
 
 /// Run and commit one batch on `c`; returns false if the connection should be replaced.
+/// Arbitrary constant naming the PostgreSQL advisory lock every write batch takes first.
+const BATCH_LOCK_KEY: i64 = 0x6c61_7374_6d69;
+
+/// Start a batch's transaction. On PostgreSQL the batch then takes one advisory lock
+/// before any row lock, so batches of this node's writers and of other nodes lock in the
+/// same order. Without it two batches each holding a row the other's next job needs (two
+/// offers to one driver, an order and its driver) deadlock, and PostgreSQL aborts one of
+/// them: its requests fail. This serializes the batches' row work (each batch is still
+/// many jobs, and commits overlap); outbox order does not depend on it (see `outbox`).
+async fn begin(c: &mut WriteConn) -> std::result::Result<(), String> {
+    exec(c, "BEGIN").await?;
+    if c.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(BATCH_LOCK_KEY)
+            .execute(&mut *c)
+            .await
+            .map_err(|e| format!("taking the batch lock failed: {e}"))?;
+    }
+    Ok(())
+}
+
 async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
-    if let Err(msg) = exec(c, "BEGIN").await {
+    if let Err(msg) = begin(c).await {
         fail_all(batch, &msg);
         return false;
     }
@@ -218,7 +239,7 @@ async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
                 // Nothing else ran in this transaction yet: start over, one job at a time.
                 tracing::debug!(error = %e, jobs = items.len(), "batched intake failed; retrying job by job");
                 let restarted = match exec(c, "ROLLBACK").await {
-                    Ok(()) => exec(c, "BEGIN").await,
+                    Ok(()) => begin(c).await,
                     Err(msg) => Err(msg),
                 };
                 if let Err(msg) = restarted {
