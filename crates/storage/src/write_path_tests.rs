@@ -252,16 +252,17 @@ async fn held_event(db: &Db, tenant: &TenantId) -> (oneshot::Sender<()>, tokio::
     let (ran_tx, ran_rx) = oneshot::channel::<()>();
     let (go_tx, go_rx) = oneshot::channel::<()>();
     let (db, t) = (db.clone(), tenant.clone());
+    // A transaction of its own connection, outside the writers: every writer batch takes
+    // the batch lock, so a batch held open would stop the other writers; the horizon must
+    // hold back for any open transaction, the writers' or another client's.
     let task = tokio::spawn(async move {
-        db.write(move |c| {
-            Box::pin(async move {
-                insert_event(c, &t, EventKind::OrderUpdated, "held", serde_json::json!({})).await?;
-                let _ = ran_tx.send(());
-                let _ = go_rx.await;
-                Ok(())
-            })
-        })
-        .await
+        let mut conn = db.pool.acquire().await?;
+        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        insert_event(&mut conn, &t, EventKind::OrderUpdated, "held", serde_json::json!({})).await?;
+        let _ = ran_tx.send(());
+        let _ = go_rx.await;
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        Ok(())
     });
     ran_rx.await.expect("held job ran");
     (go_tx, task)
