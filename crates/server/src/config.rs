@@ -95,6 +95,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Payments of catalog orders (`payments.provider`, `payments.required`).
     pub payments: crate::payments::PaymentsConfig,
+    /// The intake spool that keeps platform deliveries while PostgreSQL is unreachable.
+    pub spool: crate::spool::SpoolConfig,
 }
 
 /// Outbound webhooks (`/v1/webhook-endpoints`), delivered as Standard Webhooks.
@@ -244,12 +246,15 @@ pub struct StorageConfig {
     pub pg_writers: usize,
     /// Most writes one group commit (one fsync) carries.
     pub max_batch: usize,
+    /// How long a request waits for a database connection before it is answered
+    /// `503 database_unavailable` (and a platform delivery is spooled).
+    pub acquire_timeout_ms: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         let d = lastmile_storage::DbOptions::default();
-        Self { pg_writers: d.pg_writers, max_batch: d.max_batch }
+        Self { pg_writers: d.pg_writers, max_batch: d.max_batch, acquire_timeout_ms: d.acquire_timeout_ms }
     }
 }
 
@@ -302,6 +307,7 @@ impl Default for Config {
             cluster: crate::cluster::ClusterConfig::default(),
             webhooks: WebhooksConfig::default(),
             payments: crate::payments::PaymentsConfig::default(),
+            spool: crate::spool::SpoolConfig::default(),
         }
     }
 }
@@ -390,8 +396,10 @@ impl Config {
         {
             return bad("database_url must start with sqlite:, postgres: or postgresql:".into());
         }
-        if self.storage.pg_writers == 0 || self.storage.max_batch == 0 {
-            return bad("storage.pg_writers and storage.max_batch must be at least 1".into());
+        if self.storage.pg_writers == 0 || self.storage.max_batch == 0 || self.storage.acquire_timeout_ms == 0 {
+            return bad(
+                "storage.pg_writers, storage.max_batch and storage.acquire_timeout_ms must be at least 1".into()
+            );
         }
         if self.body_limit_bytes < 1024 {
             return bad("body_limit_bytes must be at least 1024".into());
@@ -468,6 +476,7 @@ impl Config {
         }
         self.geocoding.validate().map_err(ConfigError::Invalid)?;
         self.cluster.validate().map_err(ConfigError::Invalid)?;
+        self.spool.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

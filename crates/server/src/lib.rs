@@ -31,6 +31,7 @@ pub mod recovery;
 pub mod relay;
 pub mod routes;
 pub mod serve;
+pub mod spool;
 pub mod state;
 pub mod sync_worker;
 pub mod telemetry;
@@ -54,8 +55,12 @@ pub async fn open_database(cfg: &Config) -> anyhow::Result<Db> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
-    let opts =
-        DbOptions { pg_writers: cfg.storage.pg_writers, max_batch: cfg.storage.max_batch, ..DbOptions::default() };
+    let opts = DbOptions {
+        pg_writers: cfg.storage.pg_writers,
+        max_batch: cfg.storage.max_batch,
+        acquire_timeout_ms: cfg.storage.acquire_timeout_ms,
+        ..DbOptions::default()
+    };
     let db = Db::connect(&cfg.database_url, opts)
         .await
         .with_context(|| format!("connecting to {}", lastmile_storage::redact_url(&cfg.database_url)))?;
@@ -111,6 +116,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let hub = realtime::Hub::new();
     let fleet = dispatcher::LiveFleet::new(&cfg);
     let geocoder = Arc::new(geocoder::Geocoder::from_config(&cfg.geocoding, &db).await?);
+    let outage = spool::Outage::open(&cfg).await?;
     let state = AppState {
         db,
         cfg: Arc::new(cfg),
@@ -126,6 +132,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         catalog: catalog::Catalog::default(),
         geocoder,
         cluster,
+        outage,
     };
     Ok(App { addr, state, listener })
 }
@@ -155,6 +162,7 @@ impl App {
             workers.spawn(webhooks_out::run(state.clone(), shutdown.clone()));
         }
         workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
+        workers.spawn(spool::run(state.clone(), shutdown.clone()));
         workers.spawn(state.catalog.clone().run_refresher(state.db.clone(), shutdown.clone()));
         if state.cfg.geocoding.worker_enabled {
             workers.spawn(geocoder::run(state.clone(), shutdown.clone()));

@@ -31,4 +31,6 @@ pub struct AppState {
     pub geocoder: Arc<crate::geocoder::Geocoder>,
     /// This node's place in a cluster: membership, fleet sharing, dispatch leases.
     pub cluster: crate::cluster::Cluster,
+    /// Whether the database is reachable, and the intake spool for when it is not.
+    pub outage: crate::spool::Outage,
 }

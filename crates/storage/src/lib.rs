@@ -29,6 +29,7 @@ mod outbox;
 mod payments;
 mod photos;
 mod recovery;
+mod spool;
 mod stores;
 mod sync;
 mod tenants;
@@ -56,6 +57,7 @@ pub use outbox::*;
 pub use payments::*;
 pub use photos::*;
 pub use recovery::*;
+pub use spool::*;
 pub use stores::*;
 pub use sync::*;
 pub use tenants::*;
@@ -99,11 +101,38 @@ pub enum StorageError {
     CommitFailed(String),
     #[error("the storage writer has stopped")]
     WriterStopped,
+    /// The database could not be reached (no connection within the acquire timeout, or
+    /// the connection broke); nothing was committed by this call, or its commit was not
+    /// confirmed.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
+/// Whether `e` says the database could not be reached, as opposed to refusing a statement.
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 impl StorageError {
+    /// Whether the database could not be reached (retry later, or spool).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StorageError::Unavailable(_) => true,
+            StorageError::Db(e) => is_connection_error(e),
+            _ => false,
+        }
+    }
+
     /// Map a unique-violation into `Conflict(constraint)`; other errors pass through.
     fn from_db(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {
@@ -158,11 +187,21 @@ pub struct DbOptions {
     /// PostgreSQL: how long a committed outbox event waits for older transactions still in
     /// flight before the relay publishes it anyway (see the outbox module).
     pub outbox_horizon_wait_ms: i64,
+    /// How long a query waits for a pooled connection (or a new one to connect) before it
+    /// fails with [`StorageError::Unavailable`]: the bound on how long a request can hang
+    /// on an unreachable database.
+    pub acquire_timeout_ms: u64,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { max_connections: 8, max_batch: 128, pg_writers: 4, outbox_horizon_wait_ms: 2_000 }
+        Self {
+            max_connections: 8,
+            max_batch: 128,
+            pg_writers: 4,
+            outbox_horizon_wait_ms: 2_000,
+            acquire_timeout_ms: 3_000,
+        }
     }
 }
 
@@ -189,7 +228,7 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(opts.max_connections + writers as u32)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_millis(opts.acquire_timeout_ms.max(1)))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
