@@ -210,5 +210,30 @@ async fn deliveries_acked_during_a_database_outage_are_taken_in_once() {
     // And new deliveries go straight to the database again.
     let (status, body) = deliver(&app, &url, &order_delivery(200, "2026-01-01T13:00:00Z", "after")).await;
     assert_eq!((status, body["result"].as_str()), (200, Some("created")), "{body}");
+
+    // A node stopped during an outage keeps its spool on disk and takes it in at start.
+    proxy.cut();
+    for n in 301..=303 {
+        let (status, body) = deliver(&app, &url, &order_delivery(n, "2026-01-01T14:00:00Z", "restart")).await;
+        assert_eq!((status, body["result"].as_str()), (202, Some("spooled")), "{body}");
+    }
+    let spool_file = app.dir.path().join("spool.db");
+    let limits = lastmile_storage::SpoolLimits { max_bytes: u64::MAX, max_entries: u64::MAX, max_age_ms: i64::MAX };
+    let app = app
+        .restart_with(async {
+            let spool = lastmile_storage::Spool::open(&spool_file, limits).await.expect("open the spool file");
+            assert_eq!(spool.stats().await.pending, 3, "the spool survived the stop");
+            spool.close().await;
+            proxy.restore();
+        })
+        .await;
+    eventually("the spool to drain after the restart", Duration::from_secs(30), || async {
+        let (status, ready) = get(&app, "/readyz").await;
+        (status == 200 && ready["spool"]["pending"] == 0).then_some(())
+    })
+    .await;
+    let orders = list_all(&app, &admin, "", 100).await;
+    let restarted: Vec<&Value> = orders.iter().filter(|o| o["notes"] == "restart").collect();
+    assert_eq!(restarted.len(), 3, "the three spooled before the restart are in, once each");
     app.stop().await;
 }
