@@ -29,6 +29,7 @@ mod outbox;
 mod payments;
 mod photos;
 mod recovery;
+mod row_security;
 mod spool;
 mod stores;
 mod sync;
@@ -174,6 +175,9 @@ pub struct Db {
     audit: Option<audit::AuditSlot>,
     /// See [`DbOptions::outbox_horizon_wait_ms`].
     horizon_wait_ms: i64,
+    /// PostgreSQL: whether this connection's role may take the restricted tenant role
+    /// (decided once, at the first tenant-scoped read; see `row_security`).
+    tenant_role: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,7 +252,15 @@ impl Db {
             conns.push(pool.acquire().await?);
         }
         let writer = writer::Writer::spawn(pool.clone(), conns, opts.max_batch, outbox_notify.clone());
-        Ok(Self { pool, dialect, writer, outbox_notify, audit: None, horizon_wait_ms: opts.outbox_horizon_wait_ms })
+        Ok(Self {
+            pool,
+            dialect,
+            writer,
+            outbox_notify,
+            audit: None,
+            horizon_wait_ms: opts.outbox_horizon_wait_ms,
+            tenant_role: Arc::default(),
+        })
     }
 
     pub async fn migrate(&self) -> Result<()> {
