@@ -381,3 +381,25 @@ async fn drain(state: &AppState, spool: &Spool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_node_gets_its_own_spool_file_beside_the_key() {
+        let mut cfg = Config {
+            database_url: "postgres://lastmile@db/lastmile".into(),
+            secret_key_file: Some("/var/lib/lastmile/lastmile.key".into()),
+            ..Config::default()
+        };
+        assert_eq!(cfg.spool.file(&cfg), PathBuf::from("/var/lib/lastmile/spool.db"));
+        cfg.cluster.node_id = Some("node-2".into());
+        assert_eq!(cfg.spool.file(&cfg), PathBuf::from("/var/lib/lastmile/spool-node-2.db"));
+        cfg.spool.path = Some("/data/intake.db".into());
+        assert_eq!(cfg.spool.file(&cfg), PathBuf::from("/data/intake.db"));
+        assert!(cfg.validate().is_ok());
+        cfg.spool.max_entries = 0;
+        assert!(cfg.validate().is_err(), "a spool that holds nothing is refused");
+    }
+}

@@ -229,8 +229,9 @@ impl Spool {
     ) -> Result<()> {
         let mut stats = self.stats.lock().await;
         if q.execute(&self.pool).await?.rows_affected() == 1 {
-            stats.pending -= 1;
-            stats.bytes -= entry_bytes(&d.headers_json, &d.body);
+            // Saturating: another process sharing the file may have counted differently.
+            stats.pending = stats.pending.saturating_sub(1);
+            stats.bytes = stats.bytes.saturating_sub(entry_bytes(&d.headers_json, &d.body));
             stats.parked += u64::from(parked);
             stats.oldest_at = self.oldest_pending_at().await?;
         }

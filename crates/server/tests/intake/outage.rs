@@ -113,6 +113,7 @@ async fn deliveries_acked_during_a_database_outage_are_taken_in_once() {
     let (tenant, admin) = app.tenant("outage").await;
     let sid = store(&app, &admin, "shopify", SHOP, "s").await;
     let cold = store(&app, &admin, "shopify", "cold.myshopify.com", "c").await;
+    let (_, driver_token) = app.driver(&admin, "Dana").await;
     let url = webhook_path("shopify", &sid);
 
     // Before: five orders committed; one more through the identity endpoint.
@@ -173,6 +174,8 @@ async fn deliveries_acked_during_a_database_outage_are_taken_in_once() {
     assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
     // The API degrades with a clear error, not a hang.
     let (status, body) = app.get_json("/v1/orders", &admin).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("database_unavailable")), "{body}");
+    let (status, body) = app.locate(&driver_token, 60.17, 24.94).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("database_unavailable")), "{body}");
     // Readiness and metrics tell what is going on.
     let (status, ready) = get(&app, "/readyz").await;
