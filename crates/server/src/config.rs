@@ -97,6 +97,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Payments of catalog orders (`payments.provider`, `payments.required`).
     pub payments: crate::payments::PaymentsConfig,
+    /// The intake spool that keeps platform deliveries while PostgreSQL is unreachable.
+    pub spool: crate::spool::SpoolConfig,
 }
 
 /// Outbound webhooks (`/v1/webhook-endpoints`), delivered as Standard Webhooks.
@@ -271,12 +273,15 @@ pub struct StorageConfig {
     pub pg_writers: usize,
     /// Most writes one group commit (one fsync) carries.
     pub max_batch: usize,
+    /// How long a request waits for a database connection before it is answered
+    /// `503 database_unavailable` (and a platform delivery is spooled).
+    pub acquire_timeout_ms: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         let d = lastmile_storage::DbOptions::default();
-        Self { pg_writers: d.pg_writers, max_batch: d.max_batch }
+        Self { pg_writers: d.pg_writers, max_batch: d.max_batch, acquire_timeout_ms: d.acquire_timeout_ms }
     }
 }
 
@@ -330,6 +335,7 @@ impl Default for Config {
             cluster: crate::cluster::ClusterConfig::default(),
             webhooks: WebhooksConfig::default(),
             payments: crate::payments::PaymentsConfig::default(),
+            spool: crate::spool::SpoolConfig::default(),
         }
     }
 }
@@ -418,8 +424,10 @@ impl Config {
         {
             return bad("database_url must start with sqlite:, postgres: or postgresql:".into());
         }
-        if self.storage.pg_writers == 0 || self.storage.max_batch == 0 {
-            return bad("storage.pg_writers and storage.max_batch must be at least 1".into());
+        if self.storage.pg_writers == 0 || self.storage.max_batch == 0 || self.storage.acquire_timeout_ms == 0 {
+            return bad(
+                "storage.pg_writers, storage.max_batch and storage.acquire_timeout_ms must be at least 1".into()
+            );
         }
         if self.retention.batch < 1 || self.retention.interval_s == 0 {
             return bad("retention.batch and retention.interval_s must be at least 1".into());
@@ -499,6 +507,7 @@ impl Config {
         }
         self.geocoding.validate().map_err(ConfigError::Invalid)?;
         self.cluster.validate().map_err(ConfigError::Invalid)?;
+        self.spool.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -19,6 +19,9 @@ pub struct ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// `Retry-After` on `503 database_unavailable`.
+pub const DATABASE_RETRY_AFTER_S: u64 = 5;
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), details: json!({}), retry_after_s: None }
@@ -73,6 +76,17 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// The database could not be reached in time: `503 database_unavailable`, retry soon.
+    pub fn database_unavailable() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database cannot be reached right now; retry shortly",
+        );
+        e.retry_after_s = Some(DATABASE_RETRY_AFTER_S);
+        e
     }
 }
 
@@ -131,6 +145,10 @@ impl From<StorageError> for ApiError {
                 ApiError::conflict("driver_at_capacity", "the driver holds as many orders as their capacity allows")
             }
             StorageError::OfferClosed(state) => ApiError::conflict("offer_closed", format!("the offer is {state}")),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unreachable");
+                ApiError::database_unavailable()
+            }
             other => ApiError::internal(other),
         }
     }

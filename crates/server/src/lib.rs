@@ -31,6 +31,7 @@ pub mod recovery;
 pub mod relay;
 pub mod routes;
 pub mod serve;
+pub mod spool;
 pub mod state;
 pub mod supervisor;
 pub mod sync_worker;
@@ -55,8 +56,12 @@ pub async fn open_database(cfg: &Config) -> anyhow::Result<Db> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
-    let opts =
-        DbOptions { pg_writers: cfg.storage.pg_writers, max_batch: cfg.storage.max_batch, ..DbOptions::default() };
+    let opts = DbOptions {
+        pg_writers: cfg.storage.pg_writers,
+        max_batch: cfg.storage.max_batch,
+        acquire_timeout_ms: cfg.storage.acquire_timeout_ms,
+        ..DbOptions::default()
+    };
     let db = Db::connect(&cfg.database_url, opts)
         .await
         .with_context(|| format!("connecting to {}", lastmile_storage::redact_url(&cfg.database_url)))?;
@@ -112,6 +117,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let hub = realtime::Hub::new();
     let fleet = dispatcher::LiveFleet::new(&cfg);
     let geocoder = Arc::new(geocoder::Geocoder::from_config(&cfg.geocoding, &db).await?);
+    let outage = spool::Outage::open(&cfg).await?;
     let state = AppState {
         db,
         cfg: Arc::new(cfg),
@@ -128,6 +134,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         geocoder,
         cluster,
         workers: supervisor::Workers::default(),
+        outage,
     };
     Ok(App { addr, state, listener })
 }
@@ -159,6 +166,9 @@ impl App {
             sup.supervise_with(&mut workers, "webhooks-out", &state, &shutdown, webhooks_out::run);
         }
         sup.supervise_with(&mut workers, "retention", &state, &shutdown, relay::run_retention);
+        if state.outage.has_spool() {
+            sup.supervise_with(&mut workers, "spool", &state, &shutdown, spool::run);
+        }
         let (catalog, db, stop) = (state.catalog.clone(), state.db.clone(), shutdown.clone());
         sup.supervise(&mut workers, "catalog", shutdown.clone(), move || {
             catalog.clone().run_refresher(db.clone(), stop.clone())

@@ -33,4 +33,6 @@ pub struct AppState {
     pub cluster: crate::cluster::Cluster,
     /// The supervised background workers' health (see `supervisor`), shown by `/readyz`.
     pub workers: crate::supervisor::Workers,
+    /// Whether the database is reachable, and the intake spool for when it is not.
+    pub outage: crate::spool::Outage,
 }

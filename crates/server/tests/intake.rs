@@ -17,6 +17,8 @@ mod exactly_once;
 mod hostile_text;
 #[path = "intake/ordering_api.rs"]
 mod ordering_api;
+#[path = "intake/outage.rs"]
+mod outage;
 #[path = "intake/webhooks.rs"]
 mod webhooks;
 

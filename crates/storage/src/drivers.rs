@@ -101,12 +101,10 @@ impl Db {
         Ok(d)
     }
 
+    /// The tenant's drivers, read inside the tenant's row-security scope.
     pub async fn list_drivers(&self, tenant: &TenantId) -> Result<Vec<DriverRecord>> {
-        let rows =
-            sqlx::query(&format!("SELECT {COLS} FROM drivers WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY id"))
-                .bind(tenant.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+        let sql = format!("SELECT {COLS} FROM drivers WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY id");
+        let rows = self.tenant_rows(tenant, sql, vec![]).await?;
         rows.iter().map(driver_from_row).collect()
     }
 
@@ -117,15 +115,11 @@ impl Db {
         rows.iter().map(driver_from_row).collect()
     }
 
+    /// One of the tenant's drivers, read inside the tenant's row-security scope.
     pub async fn get_driver(&self, tenant: &TenantId, id: &DriverId) -> Result<DriverRecord> {
-        let row =
-            sqlx::query(&format!("SELECT {COLS} FROM drivers WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL"))
-                .bind(tenant.as_str())
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(StorageError::NotFound)?;
-        driver_from_row(&row)
+        let sql = format!("SELECT {COLS} FROM drivers WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL");
+        let rows = self.tenant_rows(tenant, sql, vec![id.0.clone()]).await?;
+        driver_from_row(rows.first().ok_or(StorageError::NotFound)?)
     }
 
     pub async fn driver_for_token(&self, token_hash: &str) -> Result<DriverRecord> {

@@ -30,6 +30,8 @@ mod payments;
 mod photos;
 mod recovery;
 mod retention;
+mod row_security;
+mod spool;
 mod stores;
 mod sync;
 mod tenants;
@@ -58,6 +60,7 @@ pub use payments::*;
 pub use photos::*;
 pub use recovery::*;
 pub use retention::Retained;
+pub use spool::*;
 pub use stores::*;
 pub use sync::*;
 pub use tenants::*;
@@ -104,11 +107,38 @@ pub enum StorageError {
     /// The write job panicked; its changes were rolled back and the writer carried on.
     #[error("the write job failed unexpectedly: {0}")]
     JobPanicked(String),
+    /// The database could not be reached (no connection within the acquire timeout, or
+    /// the connection broke); nothing was committed by this call, or its commit was not
+    /// confirmed.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
+/// Whether `e` says the database could not be reached, as opposed to refusing a statement.
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 impl StorageError {
+    /// Whether the database could not be reached (retry later, or spool).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StorageError::Unavailable(_) => true,
+            StorageError::Db(e) => is_connection_error(e),
+            _ => false,
+        }
+    }
+
     /// Map a unique-violation into `Conflict(constraint)`; other errors pass through.
     fn from_db(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {
@@ -150,6 +180,9 @@ pub struct Db {
     audit: Option<audit::AuditSlot>,
     /// See [`DbOptions::outbox_horizon_wait_ms`].
     horizon_wait_ms: i64,
+    /// PostgreSQL: whether this connection's role may take the restricted tenant role
+    /// (decided once, at the first tenant-scoped read; see `row_security`).
+    tenant_role: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -163,11 +196,21 @@ pub struct DbOptions {
     /// PostgreSQL: how long a committed outbox event waits for older transactions still in
     /// flight before the relay publishes it anyway (see the outbox module).
     pub outbox_horizon_wait_ms: i64,
+    /// How long a query waits for a pooled connection (or a new one to connect) before it
+    /// fails with [`StorageError::Unavailable`]: the bound on how long a request can hang
+    /// on an unreachable database.
+    pub acquire_timeout_ms: u64,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { max_connections: 8, max_batch: 128, pg_writers: 4, outbox_horizon_wait_ms: 2_000 }
+        Self {
+            max_connections: 8,
+            max_batch: 128,
+            pg_writers: 4,
+            outbox_horizon_wait_ms: 2_000,
+            acquire_timeout_ms: 3_000,
+        }
     }
 }
 
@@ -194,7 +237,7 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(opts.max_connections + writers as u32)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_millis(opts.acquire_timeout_ms.max(1)))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
@@ -214,7 +257,15 @@ impl Db {
             conns.push(pool.acquire().await?);
         }
         let writer = writer::Writer::spawn(pool.clone(), conns, opts.max_batch, outbox_notify.clone());
-        Ok(Self { pool, dialect, writer, outbox_notify, audit: None, horizon_wait_ms: opts.outbox_horizon_wait_ms })
+        Ok(Self {
+            pool,
+            dialect,
+            writer,
+            outbox_notify,
+            audit: None,
+            horizon_wait_ms: opts.outbox_horizon_wait_ms,
+            tenant_role: Arc::default(),
+        })
     }
 
     pub async fn migrate(&self) -> Result<()> {

@@ -6,6 +6,7 @@ use crate::{
     dispatch::release_order_in, from_ms, get, json_col, now_ms, outbox::insert_event, Db, Result, StorageError,
     WriteConn,
 };
+use futures::future::BoxFuture;
 use lastmile_core::{DriverId, EventKind, Order, OrderId, OrderStatus, PayloadId, Platform, StoreId, TenantId};
 use sqlx::any::AnyRow;
 
@@ -166,14 +167,13 @@ pub(crate) async fn patch_order_in(
 }
 
 impl Db {
+    /// One of the tenant's orders, read inside the tenant's row-security scope.
     pub async fn get_order(&self, tenant: &TenantId, id: &OrderId) -> Result<Order> {
-        let row = sqlx::query(&format!("SELECT {ORDER_COLS} FROM orders WHERE tenant_id = $1 AND id = $2"))
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StorageError::NotFound)?;
-        order_from_row(&row)
+        let (t, id) = (tenant.clone(), id.clone());
+        self.tenant_scope(Some(tenant), move |c| -> BoxFuture<'_, Result<Order>> {
+            Box::pin(async move { load_order_in(c, &t, &id).await })
+        })
+        .await
     }
 
     pub async fn get_order_by_tracking_token(&self, token: &str) -> Result<Order> {
@@ -205,7 +205,18 @@ impl Db {
         order_from_row(&row)
     }
 
+    /// The tenant's orders by filter, read inside the tenant's row-security scope.
     pub async fn list_orders(&self, tenant: &TenantId, f: &OrderFilter) -> Result<Vec<Order>> {
+        let (t, f) = (tenant.clone(), f.clone());
+        self.tenant_scope(Some(tenant), move |c| -> BoxFuture<'_, Result<Vec<Order>>> {
+            Box::pin(async move { list_orders_in(c, &t, &f).await })
+        })
+        .await
+    }
+}
+
+async fn list_orders_in(c: &mut WriteConn, tenant: &TenantId, f: &OrderFilter) -> Result<Vec<Order>> {
+    {
         let mut sql = format!("SELECT {ORDER_COLS} FROM orders WHERE tenant_id = $1");
         let mut n = 1;
         let mut next = |sql: &mut String, clause: &str| {
@@ -241,10 +252,12 @@ impl Db {
             q = q.bind(*t).bind(*t).bind(id.clone());
         }
         q = q.bind(f.limit);
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(&mut *c).await?;
         rows.iter().map(order_from_row).collect()
     }
+}
 
+impl Db {
     /// Give an order its dropoff coordinates (it leaves `needs_location`) and/or readiness.
     pub async fn patch_order(
         &self,

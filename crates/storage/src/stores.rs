@@ -113,15 +113,11 @@ impl Db {
         Ok(store)
     }
 
+    /// One of the tenant's stores, read inside the tenant's row-security scope.
     pub async fn get_store(&self, tenant: &TenantId, id: &StoreId) -> Result<StoreRecord> {
-        let row =
-            sqlx::query(&format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"))
-                .bind(tenant.as_str())
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(StorageError::NotFound)?;
-        store_from_row(&row)
+        let sql = format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL");
+        let rows = self.tenant_rows(tenant, sql, vec![id.0.clone()]).await?;
+        store_from_row(rows.first().ok_or(StorageError::NotFound)?)
     }
 
     /// A store by id alone, for webhook deliveries: the store's own signature secret is
@@ -149,12 +145,10 @@ impl Db {
         rows.iter().map(store_from_row).collect()
     }
 
+    /// The tenant's stores, read inside the tenant's row-security scope.
     pub async fn list_stores(&self, tenant: &TenantId) -> Result<Vec<StoreRecord>> {
-        let rows =
-            sqlx::query(&format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id"))
-                .bind(tenant.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+        let sql = format!("SELECT {COLS} FROM stores WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY id");
+        let rows = self.tenant_rows(tenant, sql, vec![]).await?;
         rows.iter().map(store_from_row).collect()
     }
 

@@ -9,7 +9,7 @@ use lastmile_core::*;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-fn normalized(id: &str, version: i64) -> NormalizedOrder {
+pub(crate) fn normalized(id: &str, version: i64) -> NormalizedOrder {
     NormalizedOrder {
         platform: Platform::Shopify,
         platform_order_id: id.into(),
@@ -35,12 +35,12 @@ fn normalized(id: &str, version: i64) -> NormalizedOrder {
     }
 }
 
-fn item(src: &IntakeSource, id: &str, version: i64) -> IntakeItem {
+pub(crate) fn item(src: &IntakeSource, id: &str, version: i64) -> IntakeItem {
     let body = format!("{{\"id\":\"{id}\",\"v\":{version}}}").into_bytes();
     IntakeItem { src: src.clone(), n: normalized(id, version), raw: RawDelivery { headers_json: "{}".into(), body } }
 }
 
-async fn seed(db: &Db) -> IntakeSource {
+pub(crate) async fn seed(db: &Db) -> IntakeSource {
     let u = OrderId::generate().0;
     let tenant = db.create_tenant("acme", &format!("key_{u}"), &u).await.unwrap();
     let now = now_ms();

@@ -29,8 +29,29 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 /// The connection a write job runs on: inside the batch transaction.
 pub type WriteConn = sqlx::AnyConnection;
 
+/// Why a batch did not commit: the message, and whether the database was unreachable.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    msg: String,
+    unavailable: bool,
+}
+
+impl Failure {
+    fn of(context: &str, e: &sqlx::Error) -> Self {
+        Failure { msg: format!("{context}: {e}"), unavailable: crate::is_connection_error(e) }
+    }
+
+    fn error(&self) -> StorageError {
+        if self.unavailable {
+            StorageError::Unavailable(self.msg.clone())
+        } else {
+            StorageError::CommitFailed(self.msg.clone())
+        }
+    }
+}
+
 /// Called once the batch's commit finished, with its outcome.
-type Completion = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+type Completion = Box<dyn FnOnce(std::result::Result<(), Failure>) + Send>;
 /// A closure job; the flag says whether to isolate it in a SAVEPOINT. Returns whether it
 /// succeeded and how to answer it.
 type ClosureJob = Box<dyn for<'c> FnOnce(&'c mut WriteConn, bool) -> BoxFuture<'c, (bool, Completion)> + Send>;
@@ -100,8 +121,8 @@ impl Writer {
                                 return (false, completion_err(otx, StorageError::Db(e)));
                             }
                         }
-                        let done: Completion = Box::new(move |commit: std::result::Result<(), String>| {
-                            let _ = otx.send(commit.map(|_| value).map_err(StorageError::CommitFailed));
+                        let done: Completion = Box::new(move |commit: std::result::Result<(), Failure>| {
+                            let _ = otx.send(commit.map(|_| value).map_err(|f| f.error()));
                         });
                         (true, done)
                     }
@@ -185,24 +206,24 @@ async fn run(
                     conn = None;
                 }
             }
-            None => fail_all(&mut batch, "no database connection"),
+            None => fail_all(&mut batch, &Failure { msg: "no database connection".into(), unavailable: true }),
         }
         notify.notify_one();
     }
     tracing::debug!("storage writer stopped");
 }
 
-async fn exec(c: &mut WriteConn, sql: &str) -> std::result::Result<(), String> {
-    sqlx::query(sql).execute(&mut *c).await.map(|_| ()).map_err(|e| format!("{sql} failed: {e}"))
+async fn exec(c: &mut WriteConn, sql: &str) -> std::result::Result<(), Failure> {
+    sqlx::query(sql).execute(&mut *c).await.map(|_| ()).map_err(|e| Failure::of(&format!("{sql} failed"), &e))
 }
 
 /// Answer every job of a batch that could not run. A dropped closure job answers its
 /// caller `WriterStopped`.
-fn fail_all(batch: &mut Vec<Job>, msg: &str) {
-    tracing::error!(error = %msg, jobs = batch.len(), "storage writer");
+fn fail_all(batch: &mut Vec<Job>, why: &Failure) {
+    tracing::error!(error = %why.msg, jobs = batch.len(), "storage writer");
     for job in batch.drain(..) {
         if let Job::Intake(j) = job {
-            let _ = j.reply.send(Err(StorageError::CommitFailed(msg.to_owned())));
+            let _ = j.reply.send(Err(why.error()));
         }
     }
 }
@@ -217,21 +238,21 @@ const BATCH_LOCK_KEY: i64 = 0x6c61_7374_6d69;
 /// offers to one driver, an order and its driver) deadlock, and PostgreSQL aborts one of
 /// them: its requests fail. This serializes the batches' row work (each batch is still
 /// many jobs, and commits overlap); outbox order does not depend on it (see `outbox`).
-async fn begin(c: &mut WriteConn) -> std::result::Result<(), String> {
+async fn begin(c: &mut WriteConn) -> std::result::Result<(), Failure> {
     exec(c, "BEGIN").await?;
     if c.backend_name() == "PostgreSQL" {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(BATCH_LOCK_KEY)
             .execute(&mut *c)
             .await
-            .map_err(|e| format!("taking the batch lock failed: {e}"))?;
+            .map_err(|e| Failure::of("taking the batch lock failed", &e))?;
     }
     Ok(())
 }
 
 async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
-    if let Err(msg) = begin(c).await {
-        fail_all(batch, &msg);
+    if let Err(why) = begin(c).await {
+        fail_all(batch, &why);
         return false;
     }
     let mut intakes = Vec::new();
@@ -252,12 +273,12 @@ async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
                 tracing::debug!(error = %e, jobs = items.len(), "batched intake failed; retrying job by job");
                 let restarted = match exec(c, "ROLLBACK").await {
                     Ok(()) => begin(c).await,
-                    Err(msg) => Err(msg),
+                    Err(why) => Err(why),
                 };
-                if let Err(msg) = restarted {
+                if let Err(why) = restarted {
                     batch.extend(intakes.into_iter().map(Job::Intake));
                     batch.extend(closures.into_iter().map(Job::Closure));
-                    fail_all(batch, &msg);
+                    fail_all(batch, &why);
                     return false;
                 }
                 for item in &items {
@@ -277,8 +298,8 @@ async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
         completions.push(done);
     }
     let outcome = if alone && !all_ok { exec(c, "ROLLBACK").await.map(|_| ()) } else { exec(c, "COMMIT").await };
-    if let Err(msg) = &outcome {
-        tracing::error!(error = %msg, jobs = completions.len() + intakes.len(), "group commit failed");
+    if let Err(why) = &outcome {
+        tracing::error!(error = %why.msg, jobs = completions.len() + intakes.len(), "group commit failed");
         // Leave no transaction open on a connection that stays.
         let _ = exec(c, "ROLLBACK").await;
     }
@@ -290,7 +311,7 @@ async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
     for (j, r) in intakes.into_iter().zip(intake_results) {
         let reply = match &answer {
             Ok(()) => r,
-            Err(msg) => Err(StorageError::CommitFailed(msg.clone())),
+            Err(why) => Err(why.error()),
         };
         let _ = j.reply.send(reply);
     }

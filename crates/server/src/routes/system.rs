@@ -29,32 +29,51 @@ pub struct Health {
     /// readyz: every supervised background worker's health, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<std::collections::BTreeMap<&'static str, crate::supervisor::WorkerHealth>>,
+    /// readyz on PostgreSQL: the database as this node sees it (`up`, `down`, `draining`)
+    /// and what its intake spool holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub spool: Option<serde_json::Value>,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", cluster: None, workers: None })
+    Json(Health { status: "ok", cluster: None, workers: None, spool: None })
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "The database answers and every background worker runs", body = Health), (status = 503, description = "The database does not answer, or a worker stopped and is being restarted", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "The database answers and every background worker runs (`ready`), or the database does not answer and platform deliveries are being spooled (`spooling`)", body = Health), (status = 503, description = "The database does not answer and nothing can be spooled, or a worker stopped and is being restarted", body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.db.ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness check failed");
-        ApiError::unavailable("the database is not reachable")
-    })?;
+    let reachable = if state.outage.database_down() {
+        false
+    } else {
+        match state.db.ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness check failed");
+                state.outage.note(&e);
+                false
+            }
+        }
+    };
+    let spool = state.outage.summary().await;
     let down = state.workers.unhealthy();
     if !down.is_empty() {
         return Err(ApiError::unavailable(format!("background workers restarting: {}", down.join(", "))));
     }
-    Ok(Json(Health {
-        status: "ready",
-        cluster: Some(state.cluster.summary()),
-        workers: Some(state.workers.snapshot()),
-    }))
+    let workers = Some(state.workers.snapshot());
+    if reachable {
+        return Ok(Json(Health { status: "ready", cluster: Some(state.cluster.summary()), workers, spool }));
+    }
+    // Down, but intake still answers: stay in the balancer while the spool takes deliveries.
+    if state.outage.accepting().await {
+        return Ok(Json(Health { status: "spooling", cluster: Some(state.cluster.summary()), workers, spool }));
+    }
+    Err(ApiError::unavailable("the database is not reachable").with_details(serde_json::json!({ "spool": spool })))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.outage.publish_metrics().await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 

@@ -4,6 +4,7 @@
 
 use crate::error::{ApiError, ApiResult, Path};
 use crate::routes::admin::store_credentials;
+use crate::spool::{Spooled, TakeIn};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +14,9 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use lastmile_core::{DeadLetterId, OrderId, Platform, StoreId, SyncJobId};
 use lastmile_ingest::{IngestError, Parsed, VerifyKey};
-use lastmile_storage::{IntakeOutcome, IntakeSource, RawDelivery, StoreRecord};
+use lastmile_storage::{
+    IntakeOutcome, IntakeSource, RawDelivery, SpoolRefusal, SpooledDelivery, StorageError, StoreRecord,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -29,17 +32,22 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers.iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect()
 }
 
-fn archived_headers(pairs: &[(String, String)], custom_header: Option<&str>) -> String {
-    let kept: serde_json::Map<String, Value> = pairs
+/// The headers without credentials (`Authorization`, cookies, the store's custom auth header).
+fn kept_headers(pairs: &[(String, String)], custom_header: Option<&str>) -> Vec<(String, String)> {
+    let custom = custom_header.map(str::to_ascii_lowercase);
+    pairs
         .iter()
         .filter(|(k, _)| {
             let k = k.to_ascii_lowercase();
-            k != "authorization"
-                && k != "cookie"
-                && Some(k.as_str()) != custom_header.map(|h| h.to_ascii_lowercase()).as_deref()
+            k != "authorization" && k != "cookie" && Some(&k) != custom.as_ref()
         })
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
+        .cloned()
+        .collect()
+}
+
+fn archived_headers(pairs: &[(String, String)], custom_header: Option<&str>) -> String {
+    let kept: serde_json::Map<String, Value> =
+        kept_headers(pairs, custom_header).into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     Value::Object(kept).to_string()
 }
 
@@ -55,7 +63,8 @@ struct Answer {
 pub struct IntakeAnswer {
     /// Null when no order was created or changed.
     pub order_id: Option<OrderId>,
-    /// `created`, `updated`, `unchanged`, `cancelled`, `ignored`, `dead_lettered` or `queued`.
+    /// `created`, `updated`, `unchanged`, `cancelled`, `ignored`, `dead_lettered`, `queued`
+    /// or `spooled` (kept durably on this node while the database is unreachable).
     pub result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_id: Option<DeadLetterId>,
@@ -142,8 +151,9 @@ fn verify_with(platform: Platform, pairs: &[(String, String)], body: &[u8], key:
 #[utoipa::path(post, path = "/v1/webhooks/{platform}/{store_id}", tag = "intake",
     params(("platform" = String, Path, description = "shopify | woocommerce | bigcommerce"), ("store_id" = String, Path)),
     request_body(content = Value, description = "The platform's signed webhook body, unchanged (its shape is the platform's)"),
-    responses((status = 200, description = "Committed or ignored", body = IntakeAnswer), (status = 202, description = "dead_lettered or queued", body = IntakeAnswer),
+    responses((status = 200, description = "Committed or ignored", body = IntakeAnswer), (status = 202, description = "dead_lettered, queued or spooled", body = IntakeAnswer),
               (status = 400, description = "Missing headers or an unreadable body"), (status = 401, description = "invalid_signature or stale_timestamp"), (status = 404, description = "Unknown store"),
+              (status = 503, description = "database_unavailable (the store is not cached on this node) or spool_full; see Retry-After"),
               (status = 413, description = "The body is over the size limit"), (status = 429, description = "The store's intake is over its rate or concurrency")))]
 pub async fn platform_webhook(
     State(state): State<AppState>,
@@ -152,7 +162,7 @@ pub async fn platform_webhook(
     body: Bytes,
 ) -> ApiResult<Response> {
     let platform: Platform = platform.parse().map_err(|_| ApiError::not_found("platform"))?;
-    let store = match state.db.get_store_for_webhook(&StoreId(store_id)).await {
+    let store = match state.outage.store(&state.db, &StoreId(store_id)).await {
         Ok(s) if s.platform == platform => s,
         Ok(_) | Err(lastmile_storage::StorageError::NotFound) => {
             return Err(ApiError::not_found("store").with_code("store_not_found"))
@@ -173,7 +183,8 @@ pub async fn platform_webhook(
 
 #[utoipa::path(post, path = "/v1/import-orders", tag = "intake",
     request_body(content = Value, description = "Any platform's signed webhook; the platform is detected from the headers and the store from its identity"),
-    responses((status = 200, description = "Committed or ignored", body = IntakeAnswer), (status = 202, description = "dead_lettered or queued", body = IntakeAnswer),
+    responses((status = 200, description = "Committed or ignored", body = IntakeAnswer), (status = 202, description = "dead_lettered, queued or spooled", body = IntakeAnswer),
+              (status = 503, description = "database_unavailable (the store is not cached on this node) or spool_full; see Retry-After"),
               (status = 400, description = "Platform not recognised, or missing headers"), (status = 401, description = "invalid_signature, stale_timestamp, or no store with this identity"),
               (status = 413, description = "The body is over the size limit"), (status = 429, description = "The store's intake is over its rate or concurrency")))]
 pub async fn import_orders(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
@@ -186,7 +197,7 @@ pub async fn import_orders(State(state): State<AppState>, headers: HeaderMap, bo
     let identity = lastmile_ingest::store_identity(platform, &pairs, &body)
         .ok_or_else(|| ApiError::bad_request("missing_store_identity", "the request does not name its store"))?;
     let identity = crate::routes::admin::normalize_identity(platform, &identity);
-    let candidates = state.db.find_stores_by_identity(platform, &identity).await?;
+    let candidates = state.outage.stores_by_identity(&state.db, platform, &identity).await?;
     // An unknown identity answers exactly like a bad signature: this endpoint must not
     // tell a stranger which shops are registered here.
     let mut last_err = IngestError::InvalidSignature;
@@ -211,8 +222,82 @@ pub async fn import_orders(State(state): State<AppState>, headers: HeaderMap, bo
 }
 
 /// Parse, normalize and commit an authenticated delivery. Anything that cannot be
-/// normalized is kept whole as a dead letter (invariant 4) and answered 202.
+/// normalized is kept whole as a dead letter (invariant 4) and answered 202. While the
+/// database cannot be reached, the delivery goes to this node's spool instead.
 async fn process_verified(
+    state: &AppState,
+    store: &StoreRecord,
+    pairs: &[(String, String)],
+    body: Vec<u8>,
+    custom_header: Option<&str>,
+) -> ApiResult<Response> {
+    if state.outage.database_down() {
+        return spool_delivery(state, store, &kept_headers(pairs, custom_header), &body).await;
+    }
+    match commit_verified(state, store, pairs, body.clone(), custom_header).await {
+        Err(e) if e.code == "database_unavailable" && state.outage.enabled() => {
+            // Nothing acknowledged it: keep it on this node. Had it committed after all
+            // (the connection broke after COMMIT), the drain finds it a duplicate.
+            state.outage.note(&StorageError::Unavailable(e.message.clone()));
+            spool_delivery(state, store, &kept_headers(pairs, custom_header), &body).await
+        }
+        other => other,
+    }
+}
+
+/// Keep a verified delivery in this node's spool and acknowledge it: `202 spooled`.
+async fn spool_delivery(
+    state: &AppState,
+    store: &StoreRecord,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> ApiResult<Response> {
+    match state.outage.spool(store, headers, body).await {
+        None => Err(ApiError::database_unavailable()),
+        Some(Ok(Spooled::Kept(_))) => {
+            let body = IntakeAnswer { result: "spooled".into(), ..Default::default() };
+            Ok(Answer::new(StatusCode::ACCEPTED, store.platform, "spooled", body).into_response())
+        }
+        Some(Ok(Spooled::Refused(why))) => {
+            let (reason, message) = match why {
+                SpoolRefusal::Full => ("full", "the database is unreachable and this node's spool is full"),
+                SpoolRefusal::TooOld => {
+                    ("too_old", "the database has been unreachable for longer than this node holds deliveries")
+                }
+            };
+            let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "spool_full", message)
+                .with_details(json!({"reason": reason}));
+            e.retry_after_s = Some(state.outage.retry_after_s());
+            Err(e)
+        }
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "writing to the spool failed");
+            Err(ApiError::database_unavailable())
+        }
+    }
+}
+
+/// Take a spooled delivery in (see `spool`): verified when it was received, so only
+/// parsed, normalized and committed now, the same way as on arrival.
+pub async fn take_in_spooled(state: &AppState, d: &SpooledDelivery) -> Result<(), TakeIn> {
+    let unavailable =
+        |e: StorageError| if e.is_unavailable() { TakeIn::Unavailable(e) } else { TakeIn::Failed(e.to_string()) };
+    let store = state.db.get_store_for_webhook(&StoreId(d.store_id.clone())).await.map_err(|e| match e {
+        StorageError::NotFound => TakeIn::Failed(format!("store {} no longer exists", d.store_id)),
+        e => unavailable(e),
+    })?;
+    let pairs: Vec<(String, String)> =
+        serde_json::from_str(&d.headers_json).map_err(|e| TakeIn::Failed(format!("spooled headers: {e}")))?;
+    match commit_verified(state, &store, &pairs, d.body.clone(), None).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == "database_unavailable" => Err(TakeIn::Unavailable(StorageError::Unavailable(e.message))),
+        Err(e) if e.status.is_client_error() => Ok(()),
+        Err(e) => Err(TakeIn::Failed(format!("{}: {}", e.code, e.message))),
+    }
+}
+
+/// [`process`] and, for what cannot be normalized, its dead letter.
+async fn commit_verified(
     state: &AppState,
     store: &StoreRecord,
     pairs: &[(String, String)],

@@ -106,6 +106,17 @@ impl TestApp {
         Self::start(cfg, dir, pg).await
     }
 
+    /// [`TestApp::restart`], running `between` while the app is stopped.
+    pub async fn restart_with(mut self, between: impl std::future::Future<Output = ()>) -> TestApp {
+        self.stop_inner().await;
+        between.await;
+        let mut cfg = self.cfg.clone();
+        cfg.listen = "127.0.0.1:0".into();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let pg = self.pg.take();
+        Self::start(cfg, dir, pg).await
+    }
+
     async fn stop_inner(&mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
