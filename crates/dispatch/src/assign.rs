@@ -234,6 +234,10 @@ pub struct CertifiedAssignment {
     pub unsettled: usize,
     /// How many times candidate lists were widened.
     pub widenings: usize,
+    /// Zones the batch was solved in (see `docs/architecture.md`, Dispatch), and the
+    /// orders of the largest.
+    pub zones: usize,
+    pub largest_zone: usize,
 }
 
 impl CertifiedAssignment {
@@ -266,6 +270,8 @@ pub fn assign_certified(
         lower_bound: certificate.lower_bound,
         unsettled: certificate.unsettled,
         widenings: certificate.widenings,
+        zones: certificate.zones,
+        largest_zone: certificate.largest_zone,
     }
 }
 
@@ -497,6 +503,8 @@ struct Certificate {
     lower_bound: f64,
     unsettled: usize,
     widenings: usize,
+    zones: usize,
+    largest_zone: usize,
 }
 
 /// The least any driver beyond order `i`'s candidate list can cost it, when the list was
@@ -570,6 +578,8 @@ fn optimal(
                 lower_bound: solved.iter().map(|s| s.bound).sum(),
                 unsettled: unsettled.len(),
                 widenings: round,
+                zones: solved.len(),
+                largest_zone: solved.iter().map(|s| s.rows.len()).max().unwrap_or(0),
             };
             let mut chosen = vec![None; n];
             for s in &solved {

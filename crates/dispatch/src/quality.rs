@@ -141,6 +141,9 @@ pub struct ScaleReport {
     /// Orders `Optimal` could not prove settled (0: optimal up to rounding).
     pub unsettled: usize,
     pub widenings: usize,
+    /// Zones `Optimal` solved the batch in, and the orders of the largest.
+    pub zones: usize,
+    pub largest_zone: usize,
     /// `assign` wall time, candidate search (and for `Optimal` the certificate) included.
     pub matched_ms: f64,
     pub greedy_ms: f64,
@@ -173,6 +176,8 @@ pub fn scale_report(seed: u64, orders: usize, drivers: usize) -> ScaleReport {
         greedy_unassigned: orders - greedy.len(),
         unsettled: certified.unsettled,
         widenings: certified.widenings,
+        zones: certified.zones,
+        largest_zone: certified.largest_zone,
         matched_ms,
         greedy_ms,
     }
