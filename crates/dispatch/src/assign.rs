@@ -2,13 +2,13 @@
 //! one driver per order so that the batch as a whole is cheapest (`Matcher::Optimal`) or by
 //! taking the cheapest remaining pair first (`Matcher::Greedy`, the baseline).
 
-use crate::matching::SparseProblem;
+use crate::zones::{self, parallel_map, ZoneSolution};
 use crate::DriverIndex;
 use lastmile_core::{DriverId, EtaModel, GeoPoint, OrderId};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 /// An order waiting for a driver in this batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,7 +174,7 @@ pub fn assign_live(
 /// Search each order's k nearest, then match.
 fn run(orders: &[OrderSlot], search: &CandidateSearch, model: &CostModel, matcher: Matcher) -> Vec<Assignment> {
     let k = model.candidates_per_order.max(1);
-    let candidates: Vec<Candidates> = orders.iter().map(|o| search.around(o, k)).collect();
+    let candidates = search.around_all(orders, k);
     let chosen = match matcher {
         Matcher::Optimal => optimal(orders, search, candidates, k).0,
         Matcher::Greedy => greedy(orders, search, candidates, k),
@@ -185,7 +185,7 @@ fn run(orders: &[OrderSlot], search: &CandidateSearch, model: &CostModel, matche
 /// Where candidate drivers come from: the nearest available drivers to a point, with
 /// where each one is. [`DriverIndex`] is one; a server's live fleet (an index behind a
 /// lock, taken per query) is another.
-pub trait DriverSource {
+pub trait DriverSource: Sync {
     /// Up to `k` available drivers nearest to `point` within `radius_m` (nearest first,
     /// ties by id) for which `keep` is true, each with its position.
     fn nearest_located(
@@ -234,6 +234,10 @@ pub struct CertifiedAssignment {
     pub unsettled: usize,
     /// How many times candidate lists were widened.
     pub widenings: usize,
+    /// Zones the batch was solved in (see `docs/architecture.md`, Dispatch), and the
+    /// orders of the largest.
+    pub zones: usize,
+    pub largest_zone: usize,
 }
 
 impl CertifiedAssignment {
@@ -256,7 +260,7 @@ pub fn assign_certified(
 ) -> CertifiedAssignment {
     let search = CandidateSearch::new(drivers, index, model);
     let k = model.candidates_per_order.max(1);
-    let candidates: Vec<Candidates> = orders.iter().map(|o| search.around(o, k)).collect();
+    let candidates = search.around_all(orders, k);
     let (chosen, certificate) = optimal(orders, &search, candidates, k);
     let assignments = search.assignments(orders, chosen);
     let cost = batch_cost(orders, &assignments, model);
@@ -266,6 +270,8 @@ pub fn assign_certified(
         lower_bound: certificate.lower_bound,
         unsettled: certificate.unsettled,
         widenings: certificate.widenings,
+        zones: certificate.zones,
+        largest_zone: certificate.largest_zone,
     }
 }
 
@@ -306,7 +312,7 @@ enum Source<'a> {
     /// with distinct ids: index slot = position = column, so no id is hashed or compared.
     Own { drivers: &'a [DriverSlot], index: DriverIndex },
     /// Every available driver of a live source; columns are handed out as drivers are found.
-    Live { source: &'a dyn DriverSource, columns: RefCell<LiveColumns> },
+    Live { source: &'a dyn DriverSource, columns: Mutex<LiveColumns> },
 }
 
 #[derive(Default)]
@@ -321,11 +327,12 @@ impl<'a> CandidateSearch<'a> {
         let index = match index {
             Some(index) => Cow::Borrowed(index),
             None => {
-                let index = index_of(drivers);
-                if index.len() == drivers.len() {
-                    return Self { source: Source::Own { drivers, index }, model, reach_m };
+                let own =
+                    DriverIndex::of_batch(drivers.len(), |i| drivers[i].driver_id.clone(), |i| drivers[i].location);
+                match own {
+                    Some(index) => return Self { source: Source::Own { drivers, index }, model, reach_m },
+                    None => Cow::Owned(index_of(drivers)),
                 }
-                Cow::Owned(index)
             }
         };
         let mut position: HashMap<&DriverId, usize> = HashMap::with_capacity(drivers.len());
@@ -336,14 +343,14 @@ impl<'a> CandidateSearch<'a> {
     }
 
     pub fn live(source: &'a dyn DriverSource, model: &'a CostModel) -> Self {
-        Self { source: Source::Live { source, columns: RefCell::default() }, model, reach_m: model.reach_m() }
+        Self { source: Source::Live { source, columns: Mutex::default() }, model, reach_m: model.reach_m() }
     }
 
     /// How many columns (drivers) the problem has so far.
     pub fn columns(&self) -> usize {
         match &self.source {
             Source::Batch { drivers, .. } | Source::Own { drivers, .. } => drivers.len(),
-            Source::Live { columns, .. } => columns.borrow().drivers.len(),
+            Source::Live { columns, .. } => live_columns(columns).drivers.len(),
         }
     }
 
@@ -368,7 +375,7 @@ impl<'a> CandidateSearch<'a> {
             Source::Live { source, columns } => {
                 let found =
                     source.nearest_located(order.pickup, k, self.reach_m, &mut |id| !order.excluded.contains(id));
-                let mut columns = columns.borrow_mut();
+                let mut columns = live_columns(columns);
                 let columns = &mut *columns;
                 found
                     .into_iter()
@@ -386,12 +393,16 @@ impl<'a> CandidateSearch<'a> {
 
     /// The `k` nearest eligible drivers of `order`, priced; infeasible pairs dropped.
     pub fn around(&self, order: &OrderSlot, k: usize) -> Candidates {
-        let found = self.found(order, k);
+        self.priced(order, k, &self.found(order, k))
+    }
+
+    /// Price what a search `k` deep found for `order`.
+    fn priced(&self, order: &OrderSlot, k: usize, found: &[(usize, GeoPoint)]) -> Candidates {
         let frontier_eta_s =
             found.last().filter(|_| found.len() == k).map(|(_, at)| self.model.eta.travel_s(at, &order.pickup));
         let edges = found
-            .into_iter()
-            .filter_map(|(driver, at)| {
+            .iter()
+            .filter_map(|&(driver, at)| {
                 let (eta_s, cost) = self.model.price(order, &at)?;
                 Some(Edge { driver, eta_s, cost })
             })
@@ -402,8 +413,53 @@ impl<'a> CandidateSearch<'a> {
     fn driver_id(&self, column: usize) -> DriverId {
         match &self.source {
             Source::Batch { drivers, .. } | Source::Own { drivers, .. } => drivers[column].driver_id.clone(),
-            Source::Live { columns, .. } => columns.borrow().drivers[column].driver_id.clone(),
+            Source::Live { columns, .. } => live_columns(columns).drivers[column].driver_id.clone(),
         }
+    }
+
+    /// The candidates of every order, `k` deep.
+    fn around_all(&self, orders: &[OrderSlot], k: usize) -> Vec<Candidates> {
+        let all: Vec<usize> = (0..orders.len()).collect();
+        self.around_each(orders, &all, |_| k)
+    }
+
+    /// The candidates of the orders at positions `which`, order `i` searched `k_of(i)` deep.
+    /// Orders at the same pickup point that exclude no one (a restaurant's several orders)
+    /// share one search, priced for each. Over the batch's own drivers the searches share
+    /// the threads; a live source is searched on the calling thread, so that a round holds
+    /// its lock one query at a time and its drivers are numbered as they are found, the
+    /// same way every time.
+    fn around_each(
+        &self,
+        orders: &[OrderSlot],
+        which: &[usize],
+        k_of: impl Fn(usize) -> usize + Sync,
+    ) -> Vec<Candidates> {
+        let mut query_of_key: HashMap<(u64, u64, usize), usize> = HashMap::new();
+        let mut queries: Vec<usize> = Vec::new();
+        let query_of: Vec<usize> = which
+            .iter()
+            .map(|&i| {
+                let o = &orders[i];
+                let mut new_query = || {
+                    queries.push(i);
+                    queries.len() - 1
+                };
+                if o.excluded.is_empty() {
+                    let key = (o.pickup.lat.to_bits(), o.pickup.lng.to_bits(), k_of(i));
+                    *query_of_key.entry(key).or_insert_with(new_query)
+                } else {
+                    new_query()
+                }
+            })
+            .collect();
+        let search = |&i: &usize| self.found(&orders[i], k_of(i));
+        let found: Vec<Vec<(usize, GeoPoint)>> = match self.source {
+            Source::Live { .. } => queries.iter().map(search).collect(),
+            Source::Batch { .. } | Source::Own { .. } => parallel_map(&queries, SEARCHES_PER_THREAD, search),
+        };
+        let jobs: Vec<(usize, usize)> = which.iter().copied().zip(query_of).collect();
+        parallel_map(&jobs, PRICINGS_PER_THREAD, |&(i, q)| self.priced(&orders[i], k_of(i), &found[q]))
     }
 
     /// The chosen edge of each order as assignments, in the order of `orders`.
@@ -424,7 +480,16 @@ impl<'a> CandidateSearch<'a> {
     }
 }
 
-/// A throwaway index over one batch's drivers (~1 ms for 5,000).
+/// Fewer searches than this are not worth a thread of their own.
+const SEARCHES_PER_THREAD: usize = 64;
+/// Pricing an order's candidates is cheaper than finding them.
+const PRICINGS_PER_THREAD: usize = 1_024;
+
+fn live_columns(columns: &Mutex<LiveColumns>) -> std::sync::MutexGuard<'_, LiveColumns> {
+    columns.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A throwaway index over one batch's drivers where an id repeats (the first place wins).
 fn index_of(drivers: &[DriverSlot]) -> DriverIndex {
     let mut index = DriverIndex::new();
     for d in drivers {
@@ -438,6 +503,8 @@ struct Certificate {
     lower_bound: f64,
     unsettled: usize,
     widenings: usize,
+    zones: usize,
+    largest_zone: usize,
 }
 
 /// The least any driver beyond order `i`'s candidate list can cost it, when the list was
@@ -452,6 +519,9 @@ fn left_out_floor(model: &CostModel, order: &OrderSlot, c: &Candidates) -> f64 {
     })
 }
 
+/// Minimum total cost, zone by zone (see [`crate::zones`]): solve every zone, widen the
+/// lists of orders not yet proved settled, and solve again only the zones those orders are
+/// in now; the others keep their answers.
 fn optimal(
     orders: &[OrderSlot],
     search: &CandidateSearch,
@@ -459,37 +529,77 @@ fn optimal(
     k: usize,
 ) -> (Vec<Option<Edge>>, Certificate) {
     let model = search.model;
-    let mut k_of = vec![k; orders.len()];
+    let n = orders.len();
+    let mut k_of = vec![k; n];
+    let mut floors: Vec<f64> = orders.iter().zip(&candidates).map(|(o, c)| left_out_floor(model, o, c)).collect();
+    // Orders whose candidates changed since their zone was last solved.
+    let mut changed = vec![true; n];
+    let mut solved: Vec<ZoneSolution> = Vec::new();
     let mut round = 0;
     loop {
-        let mut problem = SparseProblem::new(search.columns());
-        for (order, c) in orders.iter().zip(&candidates) {
-            problem.push_row(c.edges.iter().map(|e| (e.driver, e.cost)), model.unassigned_cost(order));
+        let zones = zones::split(&candidates, search.columns());
+        let mut zone_of_order = vec![usize::MAX; n];
+        for (z, s) in solved.iter().enumerate() {
+            for &i in &s.rows {
+                zone_of_order[i] = z;
+            }
         }
-        let solution = problem.solve();
+        // A zone of unchanged orders as large as the solved zone its first order was in is
+        // that zone: its orders' lists are the same, so they reach no one new.
+        let mut kept: Vec<Option<ZoneSolution>> = solved.into_iter().map(Some).collect();
+        let mut next: Vec<Option<ZoneSolution>> = vec![None; zones.rows.len()];
+        let mut to_solve = Vec::new();
+        for (z, rows) in zones.rows.iter().enumerate() {
+            let before = zone_of_order[rows[0]];
+            let same = before != usize::MAX
+                && rows.iter().all(|&i| !changed[i])
+                && kept[before].as_ref().is_some_and(|s| s.rows.len() == rows.len());
+            if same {
+                next[z] = kept[before].take();
+            } else {
+                to_solve.push(z);
+            }
+        }
+        let batch = zones::Batch { orders, candidates: &candidates, model, floors: &floors };
+        for (z, s) in to_solve.iter().zip(zones::solve(&batch, &zones, &to_solve)) {
+            next[*z] = Some(s);
+        }
+        solved = next.into_iter().map(|s| s.expect("every zone kept or solved")).collect();
+        changed.fill(false);
         // An order is settled when no driver beyond its frontier could cost less than its price.
-        let floors: Vec<f64> = orders.iter().zip(&candidates).map(|(o, c)| left_out_floor(model, o, c)).collect();
-        let unsettled: Vec<usize> = (0..orders.len())
-            .filter(|&i| solution.row_potential[i] > floors[i] + 2e-9 * floors[i].abs().max(1.0))
+        let unsettled: Vec<usize> = solved
+            .iter()
+            .flat_map(|s| s.rows.iter().zip(&s.price))
+            .filter(|&(&i, &price)| price > floors[i] + 2e-9 * floors[i].abs().max(1.0))
+            .map(|(&i, _)| i)
             .collect();
         if unsettled.is_empty() || round == MAX_WIDENINGS {
             let certificate = Certificate {
-                lower_bound: problem.dual_bound(&solution, |i| floors[i]),
+                lower_bound: solved.iter().map(|s| s.bound).sum(),
                 unsettled: unsettled.len(),
                 widenings: round,
+                zones: solved.len(),
+                largest_zone: solved.iter().map(|s| s.rows.len()).max().unwrap_or(0),
             };
-            let chosen = solution
-                .col_of
-                .into_iter()
-                .zip(&candidates)
-                .map(|(driver, c)| driver.and_then(|d| c.edges.iter().find(|e| e.driver == d).copied()))
-                .collect();
+            let mut chosen = vec![None; n];
+            for s in &solved {
+                for (&i, driver) in s.rows.iter().zip(&s.col_of) {
+                    chosen[i] = driver.and_then(|d| candidates[i].edges.iter().find(|e| e.driver == d).copied());
+                }
+            }
             return (chosen, certificate);
         }
         round += 1;
-        for i in unsettled {
+        let mut unsettled = unsettled;
+        unsettled.sort_unstable();
+        for &i in &unsettled {
             k_of[i] = k_of[i].saturating_mul(2);
-            candidates[i] = search.around(&orders[i], k_of[i]);
+            changed[i] = true;
+        }
+        let widened = search.around_each(orders, &unsettled, |i| k_of[i]);
+        for (i, c) in unsettled.into_iter().zip(widened) {
+            floors[i] = left_out_floor(model, &orders[i], &c);
+            candidates[i] = c;
         }
     }
 }
@@ -522,10 +632,11 @@ fn greedy(
             break;
         }
         k = k.saturating_mul(2);
-        for &o in &open {
-            candidates[o] = search.around(&orders[o], k);
-            taken.resize(search.columns(), false);
-            candidates[o].edges.retain(|e| !taken[e.driver]);
+        let widened = search.around_each(orders, &open, |_| k);
+        taken.resize(search.columns(), false);
+        for (&o, mut c) in open.iter().zip(widened) {
+            c.edges.retain(|e| !taken[e.driver]);
+            candidates[o] = c;
         }
     }
     chosen

@@ -76,6 +76,34 @@ impl DriverIndex {
         }
     }
 
+    /// An index of `n` available drivers in which the i-th, `id(i)` at `point(i)`, holds
+    /// slot i, built in one go: positions and cells are computed on the batch's threads and
+    /// every table is sized once. `None` if an id repeats.
+    pub(crate) fn of_batch(
+        n: usize,
+        id: impl Fn(usize) -> DriverId,
+        point: impl Fn(usize) -> GeoPoint + Sync,
+    ) -> Option<Self> {
+        let mut index = Self::new();
+        let slots: Vec<usize> = (0..n).collect();
+        let grid = index.grid;
+        let placed = crate::zones::parallel_map(&slots, 4_096, |&i| (grid.cell_of(point(i)), unit_vec(point(i))));
+        index.slot_of.reserve(n);
+        index.drivers.reserve(n);
+        for (slot, (cell, at)) in placed.into_iter().enumerate() {
+            let id = id(slot);
+            if index.slot_of.insert(id.clone(), slot as u32).is_some() {
+                return None;
+            }
+            let bucket = index.cells.entry(cell).or_default();
+            bucket.push(BucketEntry { at, slot: slot as u32 });
+            let place = Some((cell, (bucket.len() - 1) as u32));
+            index.drivers.push(Some(Tracked { id, point: point(slot), place }));
+        }
+        index.available = n;
+        Some(index)
+    }
+
     /// Drivers known to the index, available or not.
     pub fn len(&self) -> usize {
         self.slot_of.len()

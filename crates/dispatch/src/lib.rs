@@ -12,6 +12,7 @@ mod index;
 mod matching;
 mod quality;
 mod readiness;
+mod zones;
 
 pub use assign::{
     assign, assign_certified, assign_live, batch_cost, Assignment, CertifiedAssignment, CostModel, DriverSlot,
@@ -21,3 +22,4 @@ pub use index::{DriverIndex, DEFAULT_CELL_M};
 pub use matching::hungarian;
 pub use quality::{quality_report, random_city, scale_report, QualityReport, ScaleReport, Scenario};
 pub use readiness::{dispatch_slack_s, due_orders, due_orders_live, should_offer_now, DueOrder};
+pub use zones::set_matching_threads;

@@ -79,6 +79,9 @@ pub struct BenchArgs {
     /// against the certified lower bound instead of the dense optimum).
     #[arg(long)]
     pub orders: Option<usize>,
+    /// `assignment`: threads one batch may use (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// `gps-ws`: also place native orders among the drivers at this rate per second, so
     /// matching runs over the live index while the fixes flow (the dispatcher is off without it).
     #[arg(long)]

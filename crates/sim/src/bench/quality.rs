@@ -21,6 +21,9 @@ const DENSE_PAIRS: usize = 10_000_000;
 pub async fn assignment(args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
     let orders = args.orders.unwrap_or(ORDERS);
     let drivers = args.drivers.unwrap_or(DRIVERS);
+    lastmile_dispatch::set_matching_threads(args.threads.unwrap_or(0));
+    let threads = args.threads.map_or("one per core".to_string(), |t| t.to_string());
+    report.note(format!("matching threads per batch: {threads}"));
     if orders.saturating_mul(drivers) > DENSE_PAIRS {
         return assignment_at_scale(args, report, orders, drivers).await;
     }
@@ -84,6 +87,7 @@ async fn assignment_at_scale(
                 "pickup_s": {"optimal": q.matched_pickup_s, "greedy": q.greedy_pickup_s},
                 "unassigned": {"optimal": q.matched_unassigned, "greedy": q.greedy_unassigned},
                 "unsettled_orders": q.unsettled, "widenings": q.widenings,
+                "zones": q.zones, "largest_zone_orders": q.largest_zone,
             }),
         ));
     }
