@@ -47,6 +47,15 @@ pub fn urlencoded_has_nul(raw: &[u8]) -> bool {
     raw.windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0') || raw.contains(&0)
 }
 
+/// The message a caught panic carried (`panic!("…")` gives a `&str` or a `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,13 +95,4 @@ mod tests {
             prop_assert_eq!(json_has_nul(&json), s.contains('\0'));
         }
     }
-}
-
-/// The message a caught panic carried (`panic!("…")` gives a `&str` or a `String`).
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
