@@ -95,6 +95,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Payments of catalog orders (`payments.provider`, `payments.required`).
     pub payments: crate::payments::PaymentsConfig,
+    /// ETAs that learn from completed deliveries; road-aware distances (`eta.*`).
+    pub eta: crate::eta::EtaConfig,
 }
 
 /// Outbound webhooks (`/v1/webhook-endpoints`), delivered as Standard Webhooks.
@@ -302,6 +304,7 @@ impl Default for Config {
             cluster: crate::cluster::ClusterConfig::default(),
             webhooks: WebhooksConfig::default(),
             payments: crate::payments::PaymentsConfig::default(),
+            eta: crate::eta::EtaConfig::default(),
         }
     }
 }
@@ -467,6 +470,7 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(e.replace("secret_key", "previous_secret_key")))?;
         }
         self.geocoding.validate().map_err(ConfigError::Invalid)?;
+        self.eta.validate().map_err(ConfigError::Invalid)?;
         self.cluster.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }

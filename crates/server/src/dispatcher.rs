@@ -454,6 +454,7 @@ pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
     let mut offers = Vec::new();
     // In a cluster, each tenant is matched by the node holding its lease only.
     for (tenant, orders) in by_tenant.into_iter().filter(|(t, _)| state.cluster.holds(t)) {
+        let model = cost_model(&state.cfg, state.etas.city_model(&tenant, now));
         let fleet = TenantFleet { fleet: &state.fleet, tenant: &tenant };
         if !fleet.any_available() {
             continue;

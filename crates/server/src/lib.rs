@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod dispatcher;
 pub mod error;
+pub mod eta;
 pub mod fuzzing;
 pub mod geocoder;
 pub mod gps;
@@ -111,6 +112,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let hub = realtime::Hub::new();
     let fleet = dispatcher::LiveFleet::new(&cfg);
     let geocoder = Arc::new(geocoder::Geocoder::from_config(&cfg.geocoding, &db).await?);
+    let etas = eta::Etas::from_config(&cfg).await?;
     let state = AppState {
         db,
         cfg: Arc::new(cfg),
@@ -125,6 +127,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         web: web::WebState::default(),
         catalog: catalog::Catalog::default(),
         geocoder,
+        etas,
         cluster,
     };
     Ok(App { addr, state, listener })
@@ -137,6 +140,7 @@ impl App {
         tracing::info!(%addr, node = state.cluster.node_id(), bus = state.bus.name(), db = if state.db.is_postgres() { "postgres" } else { "sqlite" }, "lastmile listening");
         state.fleet.load(&state.db).await.context("loading drivers into the live index")?;
         state.catalog.load(&state.db).await.context("building the catalog index")?;
+        state.etas.load(&state.db).await.context("loading learned ETAs")?;
         let mut workers = tokio::task::JoinSet::new();
         workers.spawn(relay::run(state.db.clone(), state.bus.clone(), shutdown.clone()));
         workers.spawn(realtime::run_bus_listener(state.clone(), shutdown.clone()));
@@ -156,6 +160,7 @@ impl App {
         }
         workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
         workers.spawn(state.catalog.clone().run_refresher(state.db.clone(), shutdown.clone()));
+        workers.spawn(state.etas.clone().run_refresher(state.db.clone(), shutdown.clone()));
         if state.cfg.geocoding.worker_enabled {
             workers.spawn(geocoder::run(state.clone(), shutdown.clone()));
         }
