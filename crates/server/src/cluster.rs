@@ -252,10 +252,11 @@ pub fn spawn_workers(workers: &mut tokio::task::JoinSet<()>, state: &AppState, s
     if !state.cluster.is_clustered() {
         return;
     }
-    workers.spawn(run_sharing(state.clone(), shutdown.clone()));
-    workers.spawn(run_listening(state.clone(), shutdown.clone()));
+    let sup = &state.workers;
+    sup.supervise_with(workers, "cluster-sharing", state, shutdown, run_sharing);
+    sup.supervise_with(workers, "cluster-listening", state, shutdown, run_listening);
     if state.cfg.dispatch.enabled {
-        workers.spawn(run_leases(state.clone(), shutdown.clone()));
+        sup.supervise_with(workers, "cluster-leases", state, shutdown, run_leases);
     }
 }
 

@@ -63,6 +63,8 @@ pub struct Config {
     /// `in-process` or a NATS URL (`nats://127.0.0.1:4222`) for JetStream.
     pub bus: String,
     pub raw_payload_retention_days: u64,
+    /// How long rows that have served their purpose are kept (see `retention`).
+    pub retention: RetentionConfig,
     /// Concurrent intake requests per store, and their rate (per second).
     pub store_intake_concurrency: usize,
     pub store_intake_per_second: u32,
@@ -238,6 +240,31 @@ pub struct DispatchConfig {
     pub abandon_s: u64,
 }
 
+/// Retention windows, in days, of the tables that grow with a node's age. Rows are deleted
+/// in batches of `batch` every `interval_s`; an order's own events and offers stay as long
+/// as the order does, and idempotency keys go when they expire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Published events that are not about an order still in the live tables.
+    pub events_days: u64,
+    /// Driver inbox messages.
+    pub inbox_days: u64,
+    /// Decided offers of finished orders.
+    pub offers_days: u64,
+    /// Driver location history.
+    pub locations_days: u64,
+    pub interval_s: u64,
+    /// Most rows one delete removes (each is one short write).
+    pub batch: i64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { events_days: 30, inbox_days: 7, offers_days: 30, locations_days: 30, interval_s: 600, batch: 1000 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -287,6 +314,7 @@ impl Default for Config {
             token_ttl_s: 3600,
             bus: "in-process".into(),
             raw_payload_retention_days: 30,
+            retention: RetentionConfig::default(),
             store_intake_concurrency: 64,
             store_intake_per_second: 500,
             store_intake_queue_ms: 1000,
@@ -395,6 +423,9 @@ impl Config {
         }
         if self.storage.pg_writers == 0 || self.storage.max_batch == 0 {
             return bad("storage.pg_writers and storage.max_batch must be at least 1".into());
+        }
+        if self.retention.batch < 1 || self.retention.interval_s == 0 {
+            return bad("retention.batch and retention.interval_s must be at least 1".into());
         }
         if self.body_limit_bytes < 1024 {
             return bad("body_limit_bytes must be at least 1024".into());

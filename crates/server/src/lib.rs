@@ -33,6 +33,7 @@ pub mod relay;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod supervisor;
 pub mod sync_worker;
 pub mod telemetry;
 pub mod web;
@@ -129,6 +130,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         geocoder,
         etas,
         cluster,
+        workers: supervisor::Workers::default(),
     };
     Ok(App { addr, state, listener })
 }
@@ -142,27 +144,37 @@ impl App {
         state.catalog.load(&state.db).await.context("building the catalog index")?;
         state.etas.load(&state.db).await.context("loading learned ETAs")?;
         let mut workers = tokio::task::JoinSet::new();
-        workers.spawn(relay::run(state.db.clone(), state.bus.clone(), shutdown.clone()));
-        workers.spawn(realtime::run_bus_listener(state.clone(), shutdown.clone()));
-        workers.spawn(gps::run_flusher(state.clone(), shutdown.clone()));
+        let sup = state.workers.clone();
+        let (db, bus, stop) = (state.db.clone(), state.bus.clone(), shutdown.clone());
+        sup.supervise(&mut workers, "relay", shutdown.clone(), move || {
+            relay::run(db.clone(), bus.clone(), stop.clone())
+        });
+        sup.supervise_with(&mut workers, "bus-listener", &state, &shutdown, realtime::run_bus_listener);
+        sup.supervise_with(&mut workers, "gps-flusher", &state, &shutdown, gps::run_flusher);
         if state.cfg.dispatch.enabled {
-            workers.spawn(dispatcher::run(state.clone(), shutdown.clone()));
-        }
-        if state.cfg.dispatch.enabled {
-            workers.spawn(recovery::run(state.clone(), shutdown.clone()));
+            sup.supervise_with(&mut workers, "dispatcher", &state, &shutdown, dispatcher::run);
+            sup.supervise_with(&mut workers, "recovery", &state, &shutdown, recovery::run);
         }
         if state.cfg.sync.enabled {
-            workers.spawn(sync_worker::run(state.clone(), shutdown.clone()));
+            sup.supervise_with(&mut workers, "sync", &state, &shutdown, sync_worker::run);
         }
         cluster::spawn_workers(&mut workers, &state, &shutdown);
         if state.cfg.webhooks.enabled {
-            workers.spawn(webhooks_out::run(state.clone(), shutdown.clone()));
+            sup.supervise_with(&mut workers, "webhooks-out", &state, &shutdown, webhooks_out::run);
         }
-        workers.spawn(relay::run_retention(state.clone(), shutdown.clone()));
-        workers.spawn(state.catalog.clone().run_refresher(state.db.clone(), shutdown.clone()));
-        workers.spawn(state.etas.clone().run_refresher(state.db.clone(), shutdown.clone()));
-        if state.cfg.geocoding.worker_enabled {
-            workers.spawn(geocoder::run(state.clone(), shutdown.clone()));
+        sup.supervise_with(&mut workers, "retention", &state, &shutdown, relay::run_retention);
+        let (catalog, db, stop) = (state.catalog.clone(), state.db.clone(), shutdown.clone());
+        sup.supervise(&mut workers, "catalog", shutdown.clone(), move || {
+            catalog.clone().run_refresher(db.clone(), stop.clone())
+        });
+        let (etas, db, stop) = (state.etas.clone(), state.db.clone(), shutdown.clone());
+        sup.supervise(&mut workers, "eta", shutdown.clone(), move || {
+            etas.clone().run_refresher(db.clone(), stop.clone())
+        });
+        if state.cfg.geocoding.worker_enabled && state.geocoder.is_configured() {
+            sup.supervise_with(&mut workers, "geocoder", &state, &shutdown, geocoder::run);
+        } else if state.cfg.geocoding.worker_enabled {
+            tracing::info!("no geocoding.osm_pbf or geocoding.url: orders without coordinates wait for PATCH");
         }
         let app = http::router(state.clone());
         let graceful = shutdown.clone();

@@ -4,7 +4,7 @@
 
 use crate::state::AppState;
 use lastmile_bus::EventBus;
-use lastmile_storage::{now_ms, Db};
+use lastmile_storage::{now_ms, Db, Retained};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -52,19 +52,66 @@ pub async fn relay_batch(db: &Db, bus: &dyn EventBus) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// Hourly: drop archived raw payloads past their retention.
+/// Every `retention.interval_s`: delete what is past its retention (raw payloads, then each
+/// table of `lastmile_storage::Retained`) in bounded batches, so no delete holds the writer
+/// long and a large backlog drains over several rounds.
 pub async fn run_retention(state: AppState, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(Duration::from_secs(3600));
+    let cfg = state.cfg.retention.clone();
+    let mut interval = tokio::time::interval(Duration::from_secs(cfg.interval_s.max(1)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = interval.tick() => {}
         }
-        let cutoff = now_ms() - state.cfg.raw_payload_retention_days as i64 * 86_400_000;
+        let now = now_ms();
+        let cutoff = now - state.cfg.raw_payload_retention_days as i64 * DAY_MS;
         match state.db.purge_raw_payloads(cutoff).await {
             Ok(n) if n > 0 => tracing::info!(purged = n, "raw payloads past retention removed"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "raw payload retention failed"),
         }
+        for what in Retained::ALL {
+            let cutoff = match what {
+                Retained::Events => now - cfg.events_days as i64 * DAY_MS,
+                Retained::Inbox => now - cfg.inbox_days as i64 * DAY_MS,
+                Retained::Offers => now - cfg.offers_days as i64 * DAY_MS,
+                Retained::Locations => now - cfg.locations_days as i64 * DAY_MS,
+                Retained::IdempotencyKeys => now,
+            };
+            let pruned = prune_table(&state, what, cutoff, cfg.batch.max(1), &shutdown).await;
+            if pruned > 0 {
+                tracing::info!(table = what.table(), pruned, "rows past retention removed");
+            }
+        }
     }
 }
+
+/// At most [`MAX_BATCHES`] batches of one table per round (the rest waits for the next).
+async fn prune_table(state: &AppState, what: Retained, cutoff: i64, batch: i64, shutdown: &CancellationToken) -> u64 {
+    let mut total = 0;
+    for _ in 0..MAX_BATCHES {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match state.db.prune(what, cutoff, batch).await {
+            Ok(n) => {
+                total += n;
+                metrics::counter!("lastmile_retention_pruned_total", "table" => what.table()).increment(n);
+                if (n as i64) < batch {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(table = what.table(), error = %e, "retention failed");
+                break;
+            }
+        }
+        // Let other writes in between batches.
+        tokio::task::yield_now().await;
+    }
+    total
+}
+
+const DAY_MS: i64 = 86_400_000;
+const MAX_BATCHES: usize = 100;

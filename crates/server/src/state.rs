@@ -33,4 +33,6 @@ pub struct AppState {
     pub etas: crate::eta::Etas,
     /// This node's place in a cluster: membership, fleet sharing, dispatch leases.
     pub cluster: crate::cluster::Cluster,
+    /// The supervised background workers' health (see `supervisor`), shown by `/readyz`.
+    pub workers: crate::supervisor::Workers,
 }

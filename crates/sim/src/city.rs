@@ -10,6 +10,8 @@ use crate::stats::{SimStats, Snapshot};
 use crate::store::{self, Storefront};
 use anyhow::Context;
 use futures::StreamExt;
+use lastmile_core::Platform;
+use lastmile_standins::StandIn;
 use reqwest::Method;
 use serde_json::json;
 use std::path::PathBuf;
@@ -68,13 +70,10 @@ pub fn load_addresses(map: Option<&std::path::Path>) -> anyhow::Result<lastmile_
 
 /// Create the scenario's stores, drivers and (for native orders) an API client.
 async fn set_up(api: &Api, admin: &str, scenario: &Scenario) -> anyhow::Result<SetUp> {
-    // BigCommerce callbacks only name an order: the server reads it from the store's API,
-    // which the simulator serves on 127.0.0.1 (the server must allow private URLs).
-    let bigcommerce_api = if scenario.stores.iter().any(|s| s.source == Source::Bigcommerce) {
-        Some(Arc::new(lastmile_standins::StandIn::start(lastmile_core::Platform::Bigcommerce).await))
-    } else {
-        None
-    };
+    // Every store's platform API is served by the simulator on 127.0.0.1 (the server must
+    // allow private URLs): BigCommerce callbacks only name an order, which the server reads
+    // from it, and sync-back reports pickups and deliveries to it.
+    let platform_apis = PlatformApis::start(scenario.stores.iter().map(|s| s.source)).await;
     let mut store_ids = Vec::with_capacity(scenario.stores.len());
     for s in &scenario.stores {
         let mut body = json!({
@@ -82,10 +81,20 @@ async fn set_up(api: &Api, admin: &str, scenario: &Scenario) -> anyhow::Result<S
             "webhook_secret": s.secret,
             "pickup": {"lat": s.point.lat, "lng": s.point.lng, "address": s.address},
         });
-        if let (Source::Bigcommerce, Some(api)) = (s.source, &bigcommerce_api) {
-            body["api"] = json!({"base_url": api.base_url(), "access_token": lastmile_standins::ACCESS_TOKEN});
+        let plain = body.clone();
+        if let Some(credentials) = platform_apis.credentials(s.source) {
+            body["api"] = credentials;
         }
-        store_ids.push(api.create_store(admin, &body).await.with_context(|| format!("creating store {}", s.name))?);
+        let id = match api.create_store(admin, &body).await {
+            // A server that refuses private URLs still takes Shopify and WooCommerce
+            // orders; only their sync-back then has nowhere to go.
+            Err(e) if e.to_string().contains("allow_private_urls") && s.source != Source::Bigcommerce => {
+                tracing::warn!(store = %s.name, "the server refuses private URLs: this store has no platform API");
+                api.create_store(admin, &plain).await
+            }
+            other => other,
+        };
+        store_ids.push(id.with_context(|| format!("creating store {}", s.name))?);
     }
     let tokens: Vec<anyhow::Result<(usize, String)>> = futures::stream::iter(scenario.drivers.iter())
         .map(|d| async move {
@@ -105,15 +114,73 @@ async fn set_up(api: &Api, admin: &str, scenario: &Scenario) -> anyhow::Result<S
     } else {
         None
     };
-    Ok(SetUp { store_ids, tokens: by_index, jwt, bigcommerce_api })
+    Ok(SetUp { store_ids, tokens: by_index, jwt, platform_apis })
 }
 
-/// What [`set_up`] made on the server (and the BigCommerce stores' API, kept running).
+/// What [`set_up`] made on the server (and the stores' platform APIs, kept running).
 struct SetUp {
     store_ids: Vec<String>,
     tokens: Vec<String>,
     jwt: Option<String>,
-    bigcommerce_api: Option<Arc<lastmile_standins::StandIn>>,
+    platform_apis: PlatformApis,
+}
+
+/// The platform APIs the simulated stores run, one per platform in the scenario.
+#[derive(Clone, Default)]
+pub struct PlatformApis {
+    shopify: Option<Arc<StandIn>>,
+    woocommerce: Option<Arc<StandIn>>,
+    bigcommerce: Option<Arc<StandIn>>,
+}
+
+impl PlatformApis {
+    async fn start(sources: impl Iterator<Item = Source>) -> Self {
+        let mut apis = Self::default();
+        for source in sources {
+            let (slot, platform) = match source {
+                Source::Shopify => (&mut apis.shopify, Platform::Shopify),
+                Source::Woocommerce => (&mut apis.woocommerce, Platform::Woocommerce),
+                Source::Bigcommerce => (&mut apis.bigcommerce, Platform::Bigcommerce),
+                Source::Native => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(Arc::new(StandIn::start(platform).await));
+            }
+        }
+        apis
+    }
+
+    fn get(&self, source: Source) -> Option<&StandIn> {
+        match source {
+            Source::Shopify => self.shopify.as_deref(),
+            Source::Woocommerce => self.woocommerce.as_deref(),
+            Source::Bigcommerce => self.bigcommerce.as_deref(),
+            Source::Native => None,
+        }
+    }
+
+    /// The `api` object of a store of `source` (its base URL and credentials).
+    fn credentials(&self, source: Source) -> Option<serde_json::Value> {
+        let api = self.get(source)?;
+        Some(match source {
+            Source::Woocommerce => json!({"base_url": api.base_url(), "consumer_key": lastmile_standins::CONSUMER_KEY,
+                "consumer_secret": lastmile_standins::CONSUMER_SECRET}),
+            _ => json!({"base_url": api.base_url(), "access_token": lastmile_standins::ACCESS_TOKEN}),
+        })
+    }
+
+    /// Open the order at its platform before the store sends its webhook, as a real
+    /// store's order exists before it is announced; BigCommerce orders ship to `address`.
+    pub fn seed(&self, source: Source, platform_order_id: &str, address: impl FnOnce() -> serde_json::Value) {
+        let Some(api) = self.get(source) else { return };
+        match source {
+            Source::Shopify => api.seed_order(platform_order_id, "OPEN"),
+            Source::Woocommerce => api.seed_order(platform_order_id, "processing"),
+            // Awaiting Fulfillment, shipping to the customer's street address.
+            Source::Bigcommerce => api.seed_bigcommerce_order(platform_order_id, "11", address()),
+            Source::Native => {}
+        }
+    }
 }
 
 /// Tracking pages of the first orders (looked up through the admin API).
@@ -154,7 +221,7 @@ pub async fn run_city(
         scenario.graph.edge_count()
     ));
     let api = Api::new(base)?;
-    let SetUp { store_ids, tokens, jwt, bigcommerce_api } = set_up(&api, admin_key, &scenario).await?;
+    let SetUp { store_ids, tokens, jwt, platform_apis } = set_up(&api, admin_key, &scenario).await?;
     say(format!(
         "set up {} stores ({}) and {} drivers; seed {}",
         store_ids.len(),
@@ -180,7 +247,7 @@ pub async fn run_city(
         store_ids: Arc::new(store_ids.clone()),
         client_jwt: jwt,
         run_salt,
-        bigcommerce_api,
+        platform_apis,
     };
     let sender = tokio::spawn(store::run(front, opts.max_orders, orders_stop.clone()));
 

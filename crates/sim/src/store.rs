@@ -31,8 +31,8 @@ pub struct Storefront {
     pub client_jwt: Option<String>,
     /// Makes platform order ids unique per run.
     pub run_salt: u64,
-    /// The BigCommerce stores' API, which serves the orders their callbacks name.
-    pub bigcommerce_api: Option<Arc<lastmile_standins::StandIn>>,
+    /// The stores' platform APIs: each order is opened there before its webhook is sent.
+    pub platform_apis: crate::city::PlatformApis,
 }
 
 /// Requests in flight at once: past this the sender waits (and falls behind its rate,
@@ -72,17 +72,14 @@ async fn send_one(f: &Storefront, n: u64) {
     f.stats.sent.fetch_add(1, Relaxed);
     let now = Utc::now();
     let answer = match store.source {
-        Source::Shopify => f.api.webhook("shopify", store_id, &payloads::shopify(store, &order, f.run_salt, now)).await,
-        Source::Woocommerce => {
-            f.api.webhook("woocommerce", store_id, &payloads::woocommerce(store, &order, f.run_salt, now)).await
-        }
-        Source::Bigcommerce => {
-            let d = payloads::bigcommerce(store, &order, f.run_salt, now);
-            if let Some(api) = &f.bigcommerce_api {
-                // Awaiting Fulfillment, shipping to the customer's street address.
-                api.seed_bigcommerce_order(&d.platform_order_id, "11", payloads::bigcommerce_shipping_address(&order));
-            }
-            f.api.webhook("bigcommerce", store_id, &d).await
+        Source::Shopify | Source::Woocommerce | Source::Bigcommerce => {
+            let d = match store.source {
+                Source::Shopify => payloads::shopify(store, &order, f.run_salt, now),
+                Source::Woocommerce => payloads::woocommerce(store, &order, f.run_salt, now),
+                _ => payloads::bigcommerce(store, &order, f.run_salt, now),
+            };
+            f.platform_apis.seed(store.source, &d.platform_order_id, || payloads::bigcommerce_shipping_address(&order));
+            f.api.webhook(store.source.platform(), store_id, &d).await
         }
         Source::Native => {
             let ready =

@@ -30,6 +30,7 @@ mod outbox;
 mod payments;
 mod photos;
 mod recovery;
+mod retention;
 mod stores;
 mod sync;
 mod tenants;
@@ -58,6 +59,7 @@ pub use outbox::*;
 pub use payments::*;
 pub use photos::*;
 pub use recovery::*;
+pub use retention::Retained;
 pub use stores::*;
 pub use sync::*;
 pub use tenants::*;
@@ -101,6 +103,9 @@ pub enum StorageError {
     CommitFailed(String),
     #[error("the storage writer has stopped")]
     WriterStopped,
+    /// The write job panicked; its changes were rolled back and the writer carried on.
+    #[error("the write job failed unexpectedly: {0}")]
+    JobPanicked(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }

@@ -377,3 +377,43 @@ async fn concurrent_writers_lose_no_event_and_keep_each_subjects_order() {
         t.cleanup().await;
     }
 }
+
+/// A job that panics fails alone: its writes roll back, the writer keeps running, and the
+/// jobs after it (and beside it in the same batch) commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_write_job_fails_alone_and_the_writer_carries_on() {
+    for t in TestDb::all().await {
+        let db = t.db.clone();
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ('t-ok', 'kept', 0)")
+            .execute(db.pool())
+            .await
+            .expect("seed");
+        let insert = |id: &'static str, panic: bool| {
+            let db = db.clone();
+            async move {
+                db.write(move |c| {
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, 'x', 0)")
+                            .bind(id)
+                            .execute(&mut *c)
+                            .await?;
+                        assert!(!panic, "this job panics after its insert");
+                        Ok(())
+                    })
+                })
+                .await
+            }
+        };
+        // Alone, then in one batch beside healthy jobs.
+        let alone = insert("t-panic-1", true).await;
+        assert!(matches!(alone, Err(StorageError::JobPanicked(ref m)) if m.contains("panics after")), "{alone:?}");
+        let (a, b, c) = tokio::join!(insert("t-a", false), insert("t-panic-2", true), insert("t-c", false));
+        assert!(a.is_ok() && c.is_ok(), "{}: {a:?} {c:?}", t.backend());
+        assert!(matches!(b, Err(StorageError::JobPanicked(_))), "{b:?}");
+        insert("t-after", false).await.expect("the writer still runs");
+        let rows = sqlx::query("SELECT id FROM tenants WHERE id LIKE 't-%' ORDER BY id").fetch_all(db.pool()).await;
+        let ids: Vec<String> = rows.expect("read").iter().map(|r| get(r, "id").expect("id")).collect();
+        assert_eq!(ids, ["t-a", "t-after", "t-c", "t-ok"], "{}: the panicked jobs left nothing", t.backend());
+        t.cleanup().await;
+    }
+}

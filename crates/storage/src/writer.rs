@@ -19,8 +19,10 @@
 use crate::intake::{intake_batch_in, intake_one_in, IntakeItem, IntakeOutcome};
 use crate::{Result, StorageError};
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch, Mutex, Notify};
 
@@ -81,7 +83,17 @@ impl Writer {
                         return (false, completion_err(otx, StorageError::Db(e)));
                     }
                 }
-                match job(&mut *conn).await {
+                // A panicking job fails alone: its changes roll back like an error's, and
+                // the writer (and every other job of the batch) carries on.
+                let outcome = match AssertUnwindSafe(job(&mut *conn)).catch_unwind().await {
+                    Ok(outcome) => outcome,
+                    Err(panic) => {
+                        let what = lastmile_core::text::panic_message(panic.as_ref());
+                        tracing::error!(panic = %what, "storage writer: a write job panicked");
+                        Err(StorageError::JobPanicked(what))
+                    }
+                };
+                match outcome {
                     Ok(value) => {
                         if isolate {
                             if let Err(e) = sqlx::query("RELEASE SAVEPOINT lm_job").execute(&mut *conn).await {

@@ -26,20 +26,31 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub cluster: Option<serde_json::Value>,
+    /// readyz: every supervised background worker's health, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<std::collections::BTreeMap<&'static str, crate::supervisor::WorkerHealth>>,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", cluster: None })
+    Json(Health { status: "ok", cluster: None, workers: None })
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "The database answers", body = Health), (status = 503, description = "It does not")))]
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "The database answers and every background worker runs", body = Health), (status = 503, description = "The database does not answer, or a worker stopped and is being restarted", body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::unavailable("the database is not reachable")
     })?;
-    Ok(Json(Health { status: "ready", cluster: Some(state.cluster.summary()) }))
+    let down = state.workers.unhealthy();
+    if !down.is_empty() {
+        return Err(ApiError::unavailable(format!("background workers restarting: {}", down.join(", "))));
+    }
+    Ok(Json(Health {
+        status: "ready",
+        cluster: Some(state.cluster.summary()),
+        workers: Some(state.workers.snapshot()),
+    }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]

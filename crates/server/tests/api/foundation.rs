@@ -155,7 +155,12 @@ async fn edge_errors(backend: Backend) {
     assert_eq!(code(&r.json().await.unwrap()), "rate_limited");
     // System endpoints.
     assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    for worker in ["relay", "gps-flusher", "retention", "catalog"] {
+        assert_eq!(ready["workers"][worker]["healthy"], true, "{worker} is supervised and running: {ready}");
+    }
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("route=\"/v1/stores\""), "metrics are labelled by route pattern");
     assert!(!metrics.contains("/v1/nothing-here"), "never by raw URL");
