@@ -9,14 +9,17 @@ use std::time::Instant;
 
 pub fn run(args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
     let seeds: Vec<u64> = (args.seed..args.seed + args.seeds.max(1)).collect();
-    let first = SimConfig::new(args.seed, Strategy::Optimal, true);
+    let config =
+        |seed, strategy, learning| SimConfig { lead_s: args.lead_s, ..SimConfig::new(seed, strategy, learning) };
+    let first = config(args.seed, Strategy::Optimal, true);
     println!(
-        "  {} drivers, {} restaurants, {} orders/h, {} simulated hours from {:02}:00 UTC, {} seeds per row",
+        "  {} drivers, {} restaurants, {} orders/h, {} simulated hours from {:02}:00 UTC, lead {} s, {} seeds per row",
         first.drivers,
         first.stores,
         first.orders_per_hour,
         first.hours,
         first.start_hour,
+        first.lead_s,
         seeds.len()
     );
     println!(
@@ -26,8 +29,7 @@ pub fn run(args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
     let (mut simulated, started) = (0.0, Instant::now());
     for strategy in Strategy::ALL {
         for learning in [false, true] {
-            let outcomes: Vec<SimOutcome> =
-                seeds.iter().map(|&seed| play(&SimConfig::new(seed, strategy, learning))).collect();
+            let outcomes: Vec<SimOutcome> = seeds.iter().map(|&seed| play(&config(seed, strategy, learning))).collect();
             simulated += outcomes.iter().map(|o| o.simulated_s).sum::<f64>();
             let ci = |f: fn(&SimOutcome) -> f64| mean_ci95(&outcomes.iter().map(f).collect::<Vec<_>>());
             let (ow, dw, mae) = (ci(|o| o.order_wait_s), ci(|o| o.driver_wait_s), ci(|o| o.eta_mae_s));

@@ -115,6 +115,10 @@ pub struct BenchArgs {
     /// `city-sim`: seeds per configuration.
     #[arg(long, default_value_t = 20)]
     pub seeds: u64,
+    /// `city-sim`: the dispatcher's `lead_s` (offer when the driver's travel time is at
+    /// least the time to ready minus this).
+    #[arg(long, default_value_t = 60.0)]
+    pub lead_s: f64,
     /// The `lastmile` binary to run as the server (default: this executable).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
