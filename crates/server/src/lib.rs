@@ -111,7 +111,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     );
     let connectors = sync_worker::connector_hub(&cfg);
     let hub = realtime::Hub::new();
-    let fleet = dispatcher::LiveFleet::new(&cfg);
+    let fleet = dispatcher::LiveFleet::new();
     let geocoder = Arc::new(geocoder::Geocoder::from_config(&cfg.geocoding, &db).await?);
     let etas = eta::Etas::from_config(&cfg).await?;
     let state = AppState {
