@@ -7,15 +7,18 @@
 //! Owns: reading addresses from an extract, parsing written addresses, street-name typo
 //! matching, the address index and its accuracy test set. Must not: do I/O beyond reading
 //! the extract it is given, speak HTTP (remote geocoding services are the server's), or
-//! know about orders and storage. The road graph for driving stays in the simulator.
+//! know about orders and storage. Also the drivable road network (`roads`): one-way streets
+//! honoured, A* shortest paths, shared by the simulator's drivers and the server's ETAs.
 
 pub mod extract;
 pub mod index;
+pub mod roads;
 pub mod testset;
 pub mod text;
 
 pub use extract::{AddressPoint, Extract, StreetWay};
 pub use index::{AddressIndex, IndexStats, Match, MatchKind};
+pub use roads::RoadGraph;
 pub use text::{parse, street_key, ParsedAddress};
 
 /// The Helsinki extract the repository ships (`crates/sim/data`), for tests and benchmarks.

@@ -99,6 +99,8 @@ pub struct Config {
     pub payments: crate::payments::PaymentsConfig,
     /// The intake spool that keeps platform deliveries while PostgreSQL is unreachable.
     pub spool: crate::spool::SpoolConfig,
+    /// ETAs that learn from completed deliveries; road-aware distances (`eta.*`).
+    pub eta: crate::eta::EtaConfig,
 }
 
 /// Outbound webhooks (`/v1/webhook-endpoints`), delivered as Standard Webhooks.
@@ -336,6 +338,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             payments: crate::payments::PaymentsConfig::default(),
             spool: crate::spool::SpoolConfig::default(),
+            eta: crate::eta::EtaConfig::default(),
         }
     }
 }
@@ -506,6 +509,7 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(e.replace("secret_key", "previous_secret_key")))?;
         }
         self.geocoding.validate().map_err(ConfigError::Invalid)?;
+        self.eta.validate().map_err(ConfigError::Invalid)?;
         self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.spool.validate().map_err(ConfigError::Invalid)?;
         Ok(())

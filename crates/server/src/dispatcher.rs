@@ -77,11 +77,16 @@ pub struct LiveFleet {
     /// Wakes the matching loop when a driver becomes available here (online with a
     /// position, or freed) or when an order event arrives; see [`run`].
     wake: Arc<Notify>,
-    pub eta: EtaModel,
+}
+
+impl Default for LiveFleet {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LiveFleet {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new() -> Self {
         Self {
             inner: Arc::new(Mutex::new(FleetInner {
                 drivers: HashMap::new(),
@@ -89,11 +94,6 @@ impl LiveFleet {
                 busy: HashSet::new(),
             })),
             wake: Arc::new(Notify::new()),
-            eta: EtaModel {
-                detour_factor: cfg.dispatch.detour_factor,
-                speed_mps: cfg.dispatch.speed_mps,
-                ..EtaModel::default()
-            },
         }
     }
 
@@ -425,14 +425,14 @@ pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
     }
     let cfg = &state.cfg.dispatch;
     let now = state.clock.now_ms();
-    let model = cost_model(&state.cfg, state.fleet.eta);
-    // An order ready later than this cannot be due: even with no driver in reach its slack
-    // is at least its time to ready minus `max_pickup_s`.
-    let horizon_ms = ((model.max_pickup_s + cfg.lead_s.max(0.0)) * 1000.0).min(i64::MAX as f64 / 4.0) as i64;
     // Only tenants with a free driver are read: a backlog of orders nobody can take now
     // (no driver online) costs a round nothing.
     let mut candidates = Vec::new();
     for tenant in state.fleet.tenants_with_available() {
+        // An order ready later than this cannot be due: even with no driver in reach its
+        // slack is at least its time to ready minus `max_pickup_s` (at the tenant's speed).
+        let model = cost_model(&state.cfg, state.etas.city_model(&tenant, now));
+        let horizon_ms = ((model.max_pickup_s + cfg.lead_s.max(0.0)) * 1000.0).min(i64::MAX as f64 / 4.0) as i64;
         let ready_by = now.saturating_add(horizon_ms);
         candidates.extend(state.db.dispatch_candidates_for_tenant(&tenant, 5000, ready_by).await?);
     }
@@ -454,6 +454,7 @@ pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
     let mut offers = Vec::new();
     // In a cluster, each tenant is matched by the node holding its lease only.
     for (tenant, orders) in by_tenant.into_iter().filter(|(t, _)| state.cluster.holds(t)) {
+        let model = cost_model(&state.cfg, state.etas.city_model(&tenant, now));
         let fleet = TenantFleet { fleet: &state.fleet, tenant: &tenant };
         if !fleet.any_available() {
             continue;

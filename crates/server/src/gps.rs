@@ -202,17 +202,16 @@ pub async fn live_eta(state: &AppState, order: &Order) -> anyhow::Result<Option<
     Ok(eta_for(state, &a, point, state.clock.now_ms()))
 }
 
-/// Dropoff ETA (unix ms) for an active delivery given the driver's position.
+/// Dropoff ETA (unix ms) for an active delivery given the driver's position, by the
+/// learned model (see `eta`).
 pub fn eta_for(state: &AppState, a: &ActiveDelivery, driver: GeoPoint, now: i64) -> Option<i64> {
     let dropoff = GeoPoint::new(a.dropoff_lat?, a.dropoff_lng?).ok()?;
-    let m = state.fleet.eta;
-    let secs = match a.status {
-        OrderStatus::PickedUp => m.travel_s(&driver, &dropoff) + m.dropoff_handling_s,
-        _ => {
-            let pickup = GeoPoint::new(a.pickup_lat, a.pickup_lng).ok()?;
-            m.dropoff_eta_s(&driver, &pickup, &dropoff, (a.ready_at - now) as f64 / 1000.0)
-        }
+    let pickup = match a.status {
+        OrderStatus::PickedUp => None,
+        _ => Some(GeoPoint::new(a.pickup_lat, a.pickup_lng).ok()?),
     };
+    let ready_in_s = (a.ready_at - now) as f64 / 1000.0;
+    let secs = state.etas.dropoff_in_s(&a.tenant_id, &driver, pickup.as_ref(), &dropoff, ready_in_s, now);
     Some(now + (secs * 1000.0) as i64)
 }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod dispatcher;
 pub mod error;
+pub mod eta;
 pub mod fuzzing;
 pub mod geocoder;
 pub mod gps;
@@ -115,9 +116,10 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     );
     let connectors = sync_worker::connector_hub(&cfg);
     let hub = realtime::Hub::new();
-    let fleet = dispatcher::LiveFleet::new(&cfg);
+    let fleet = dispatcher::LiveFleet::new();
     let geocoder = Arc::new(geocoder::Geocoder::from_config(&cfg.geocoding, &db).await?);
     let outage = spool::Outage::open(&cfg).await?;
+    let etas = eta::Etas::from_config(&cfg).await?;
     let state = AppState {
         db,
         cfg: Arc::new(cfg),
@@ -132,6 +134,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         web: web::WebState::default(),
         catalog: catalog::Catalog::default(),
         geocoder,
+        etas,
         cluster,
         workers: supervisor::Workers::default(),
         outage,
@@ -146,6 +149,7 @@ impl App {
         tracing::info!(%addr, node = state.cluster.node_id(), bus = state.bus.name(), db = if state.db.is_postgres() { "postgres" } else { "sqlite" }, "lastmile listening");
         state.fleet.load(&state.db).await.context("loading drivers into the live index")?;
         state.catalog.load(&state.db).await.context("building the catalog index")?;
+        state.etas.load(&state.db).await.context("loading learned ETAs")?;
         let mut workers = tokio::task::JoinSet::new();
         let sup = state.workers.clone();
         let (db, bus, stop) = (state.db.clone(), state.bus.clone(), shutdown.clone());
@@ -172,6 +176,10 @@ impl App {
         let (catalog, db, stop) = (state.catalog.clone(), state.db.clone(), shutdown.clone());
         sup.supervise(&mut workers, "catalog", shutdown.clone(), move || {
             catalog.clone().run_refresher(db.clone(), stop.clone())
+        });
+        let (etas, db, stop) = (state.etas.clone(), state.db.clone(), shutdown.clone());
+        sup.supervise(&mut workers, "eta", shutdown.clone(), move || {
+            etas.clone().run_refresher(db.clone(), stop.clone())
         });
         if state.cfg.geocoding.worker_enabled && state.geocoder.is_configured() {
             sup.supervise_with(&mut workers, "geocoder", &state, &shutdown, geocoder::run);

@@ -29,6 +29,8 @@ pub struct AppState {
     pub catalog: crate::catalog::Catalog,
     /// The address index and/or remote geocoding service (see `geocoder`).
     pub geocoder: Arc<crate::geocoder::Geocoder>,
+    /// Learned prep and travel times and the road graph: every ETA asks it (see `eta`).
+    pub etas: crate::eta::Etas,
     /// This node's place in a cluster: membership, fleet sharing, dispatch leases.
     pub cluster: crate::cluster::Cluster,
     /// The supervised background workers' health (see `supervisor`), shown by `/readyz`.

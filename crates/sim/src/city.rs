@@ -14,6 +14,7 @@ use lastmile_core::Platform;
 use lastmile_standins::StandIn;
 use reqwest::Method;
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +81,7 @@ async fn set_up(api: &Api, admin: &str, scenario: &Scenario) -> anyhow::Result<S
     let per_store = scenario.cfg.orders_per_minute / scenario.stores.len().max(1) as f64;
     let tier = if per_store > 15.0 { "enterprise" } else { "standard" };
     let mut store_ids = Vec::with_capacity(scenario.stores.len());
+    let mut menus = Vec::with_capacity(scenario.stores.len());
     for s in &scenario.stores {
         let mut body = json!({
             "name": s.name, "platform": s.source.platform(), "platform_store_id": s.identity,
@@ -99,7 +101,12 @@ async fn set_up(api: &Api, admin: &str, scenario: &Scenario) -> anyhow::Result<S
             }
             other => other,
         };
-        store_ids.push(id.with_context(|| format!("creating store {}", s.name))?);
+        let id = id.with_context(|| format!("creating store {}", s.name))?;
+        menus.push(match s.source {
+            Source::Restaurant => publish_menu(api, admin, &id, &scenario.cfg).await?,
+            _ => HashMap::new(),
+        });
+        store_ids.push(id);
     }
     let tokens: Vec<anyhow::Result<(usize, String)>> = futures::stream::iter(scenario.drivers.iter())
         .map(|d| async move {
@@ -114,12 +121,12 @@ async fn set_up(api: &Api, admin: &str, scenario: &Scenario) -> anyhow::Result<S
         let (i, token) = t.context("creating drivers")?;
         by_index[i] = token;
     }
-    let jwt = if scenario.stores.iter().any(|s| s.source == Source::Native) {
+    let jwt = if scenario.stores.iter().any(|s| matches!(s.source, Source::Native | Source::Restaurant)) {
         Some(api.api_client_token(admin, "lastmile-sim").await?)
     } else {
         None
     };
-    Ok(SetUp { store_ids, tokens: by_index, jwt, platform_apis })
+    Ok(SetUp { store_ids, tokens: by_index, jwt, platform_apis, menus })
 }
 
 /// What [`set_up`] made on the server (and the stores' platform APIs, kept running).
@@ -128,6 +135,23 @@ struct SetUp {
     tokens: Vec<String>,
     jwt: Option<String>,
     platform_apis: PlatformApis,
+    /// Per store: a restaurant's dishes, SKU → item id (empty for other stores).
+    menus: Vec<HashMap<String, String>>,
+}
+
+/// A restaurant publishes its menu; returns its dishes' ids by SKU.
+async fn publish_menu(
+    api: &Api,
+    admin: &str,
+    store_id: &str,
+    cfg: &crate::scenario::CityConfig,
+) -> anyhow::Result<HashMap<String, String>> {
+    let menu = crate::scenario::restaurant_menu(cfg);
+    let a = api.call(Method::PUT, &format!("/v1/stores/{store_id}/menu"), admin, Some(&menu)).await?;
+    anyhow::ensure!(a.ok(), "publishing the menu of {store_id}: {} {}", a.status, a.body);
+    let dishes =
+        a.body["categories"].as_array().into_iter().flatten().flat_map(|c| c["items"].as_array().into_iter().flatten());
+    Ok(dishes.filter_map(|d| Some((d["sku"].as_str()?.to_owned(), d["id"].as_str()?.to_owned()))).collect())
 }
 
 /// The platform APIs the simulated stores run, one per platform in the scenario.
@@ -146,7 +170,7 @@ impl PlatformApis {
                 Source::Shopify => (&mut apis.shopify, Platform::Shopify),
                 Source::Woocommerce => (&mut apis.woocommerce, Platform::Woocommerce),
                 Source::Bigcommerce => (&mut apis.bigcommerce, Platform::Bigcommerce),
-                Source::Native => continue,
+                Source::Native | Source::Restaurant => continue,
             };
             if slot.is_none() {
                 *slot = Some(Arc::new(StandIn::start(platform).await));
@@ -160,7 +184,7 @@ impl PlatformApis {
             Source::Shopify => self.shopify.as_deref(),
             Source::Woocommerce => self.woocommerce.as_deref(),
             Source::Bigcommerce => self.bigcommerce.as_deref(),
-            Source::Native => None,
+            Source::Native | Source::Restaurant => None,
         }
     }
 
@@ -183,7 +207,7 @@ impl PlatformApis {
             Source::Woocommerce => api.seed_order(platform_order_id, "processing"),
             // Awaiting Fulfillment, shipping to the customer's street address.
             Source::Bigcommerce => api.seed_bigcommerce_order(platform_order_id, "11", address()),
-            Source::Native => {}
+            Source::Native | Source::Restaurant => {}
         }
     }
 }
@@ -226,11 +250,11 @@ pub async fn run_city(
         scenario.graph.edge_count()
     ));
     let api = Api::new(base)?;
-    let SetUp { store_ids, tokens, jwt, platform_apis } = set_up(&api, admin_key, &scenario).await?;
+    let SetUp { store_ids, tokens, jwt, platform_apis, menus } = set_up(&api, admin_key, &scenario).await?;
     say(format!(
         "set up {} stores ({}) and {} drivers; seed {}",
         store_ids.len(),
-        scenario.stores.iter().map(|s| s.source.platform()).collect::<Vec<_>>().join(", "),
+        scenario.stores.iter().map(|s| s.source.name()).collect::<Vec<_>>().join(", "),
         tokens.len(),
         scenario.cfg.seed
     ));
@@ -253,6 +277,7 @@ pub async fn run_city(
         client_jwt: jwt,
         run_salt,
         platform_apis,
+        menus: Arc::new(menus),
     };
     let sender = tokio::spawn(store::run(front, opts.max_orders, orders_stop.clone()));
 

@@ -16,7 +16,7 @@ pub enum SimCommand {
     /// Run the simulated city against a running server, through its public API.
     Sim(Box<SimArgs>),
     /// Measure a path against its budget: ingest, orders, gps-ws, offer-latency,
-    /// connections, knn, assignment, city.
+    /// connections, knn, assignment, city, city-sim (simulated time, many seeds).
     Bench(Box<BenchArgs>),
 }
 

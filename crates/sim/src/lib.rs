@@ -11,7 +11,8 @@
 //! WebSocket API only — the demo starts a server in-process through `lastmile_server::build`
 //! and the benchmarks start `lastmile serve` as a child process, but every order, offer and
 //! fix goes over the wire. The pure `knn` and `assignment` benchmarks call
-//! `lastmile_dispatch` directly, since they measure that crate and not the server.
+//! `lastmile_dispatch` directly, since they measure that crate and not the server, and so
+//! does the simulated-time city (`timesim`, `bench city-sim`), with the core ETA model.
 
 pub mod bench;
 pub mod city;
@@ -25,3 +26,4 @@ pub mod payloads;
 pub mod scenario;
 pub mod stats;
 pub mod store;
+pub mod timesim;

@@ -261,6 +261,21 @@ pub fn native(store_id: &str, order: &OrderSpec, ready_at: Option<DateTime<Utc>>
     body
 }
 
+/// A catalog order for a restaurant: the same customer and door as [`native`], the lines
+/// naming the menu's dishes by id (`menu` maps SKU → item id); no prices (the menu's count).
+pub fn catalog(store_id: &str, order: &OrderSpec, menu: &std::collections::HashMap<String, String>) -> Value {
+    let mut body = native(store_id, order, None);
+    body["items"] = order
+        .items
+        .iter()
+        .filter_map(|i| menu.get(&i.sku).map(|id| json!({"item_id": id, "quantity": i.quantity})))
+        .collect();
+    if let Some(o) = body.as_object_mut() {
+        o.remove("currency");
+    }
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,7 +331,7 @@ mod tests {
             let d = match store.source {
                 Source::Shopify => shopify(store, &order, 42, now),
                 Source::Woocommerce => woocommerce(store, &order, 42, now),
-                Source::Bigcommerce | Source::Native => unreachable!(),
+                Source::Bigcommerce | Source::Native | Source::Restaurant => unreachable!(),
             };
             let key = VerifyKey { secret: &store.secret, custom_header: None };
             lastmile_ingest::verify(platform, &pairs(&d), &d.body, &key, now).expect("signature verifies");

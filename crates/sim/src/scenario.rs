@@ -20,6 +20,9 @@ pub enum Source {
     /// store's API (a stand-in the simulator runs on 127.0.0.1).
     Bigcommerce,
     Native,
+    /// A native store with a menu (`PUT /v1/stores/{id}/menu`) whose customers order its
+    /// dishes by `item_id` through the catalog: prices, stock and readiness are the server's.
+    Restaurant,
 }
 
 impl Source {
@@ -28,7 +31,15 @@ impl Source {
             Source::Shopify => "shopify",
             Source::Woocommerce => "woocommerce",
             Source::Bigcommerce => "bigcommerce",
-            Source::Native => "native",
+            Source::Native | Source::Restaurant => "native",
+        }
+    }
+
+    /// As on the command line (`restaurant` for a native store with a menu).
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Restaurant => "restaurant",
+            other => other.platform(),
         }
     }
 
@@ -54,7 +65,7 @@ pub struct CityConfig {
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// How orders arrive; stores take these in turn.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Source::Shopify, Source::Woocommerce, Source::Bigcommerce])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Source::Shopify, Source::Woocommerce, Source::Bigcommerce, Source::Restaurant])]
     pub sources: Vec<Source>,
     /// Chance that a driver accepts an offer (the rest are declined with a reason).
     #[arg(long, default_value_t = 0.85)]
@@ -233,6 +244,27 @@ const MENU: [(&str, i64); 8] = [
     ("Mustikkapiirakka", 650),
     ("Kahvi", 290),
 ];
+/// A dish's SKU, the same on a native order's lines and on a restaurant's menu.
+pub fn dish_sku(name: &str, price: i64) -> String {
+    format!("FI-{}", name.len() * 97 + price as usize)
+}
+
+/// The menu a [`Source::Restaurant`] publishes: the city's dishes, made to order, the
+/// slowest ready within `--max-prep-s`.
+pub fn restaurant_menu(cfg: &CityConfig) -> serde_json::Value {
+    let n = MENU.len() as f64;
+    let items: Vec<serde_json::Value> = MENU
+        .iter()
+        .enumerate()
+        .map(|(k, (name, price))| {
+            serde_json::json!({"sku": dish_sku(name, *price), "name": name, "price_minor": price, "currency": "EUR",
+                "prep_time_s": (cfg.max_prep_s * (k as f64 + 1.0) / n).round() as i64,
+                "stock": {"kind": "made_to_order", "per_hour": 100_000}})
+        })
+        .collect();
+    serde_json::json!({"cuisine": ["Finnish"], "categories": [{"name": "Keittiö", "items": items}]})
+}
+
 const STORE_KINDS: [&str; 6] = ["Grill", "Bakery", "Deli", "Market", "Kitchen", "Café"];
 
 /// Mix a seed with a stream tag and an index into an independent RNG seed (SplitMix64),
@@ -275,7 +307,7 @@ impl Scenario {
                     Source::Shopify => format!("{slug}.myshopify.com"),
                     Source::Woocommerce => format!("https://{slug}.example.fi"),
                     Source::Bigcommerce => slug.clone(),
-                    Source::Native => slug.clone(),
+                    Source::Native | Source::Restaurant => slug.clone(),
                 };
                 StoreSpec {
                     index: i,
@@ -347,12 +379,7 @@ impl Scenario {
         let items = (0..rng.gen_range(1..=3))
             .map(|_| {
                 let (name, price) = MENU[rng.gen_range(0..MENU.len())];
-                Item {
-                    sku: format!("FI-{}", name.len() * 97 + price as usize),
-                    name,
-                    quantity: rng.gen_range(1..=2),
-                    unit_price_minor: price,
-                }
+                Item { sku: dish_sku(name, price), name, quantity: rng.gen_range(1..=2), unit_price_minor: price }
             })
             .collect();
         let prep = if self.cfg.max_prep_s > 0.0 { rng.gen_range(0.0..self.cfg.max_prep_s) } else { 0.0 };

@@ -27,12 +27,14 @@ pub struct Storefront {
     pub admin_key: String,
     /// Server-side store ids, by scenario store index.
     pub store_ids: Arc<Vec<String>>,
-    /// For native orders.
+    /// For native and restaurant (catalog) orders.
     pub client_jwt: Option<String>,
     /// Makes platform order ids unique per run.
     pub run_salt: u64,
     /// The stores' platform APIs: each order is opened there before its webhook is sent.
     pub platform_apis: crate::city::PlatformApis,
+    /// Per store: a restaurant's dishes, SKU → item id, which its customers order by.
+    pub menus: Arc<Vec<std::collections::HashMap<String, String>>>,
 }
 
 /// Requests in flight at once: past this the sender waits (and falls behind its rate,
@@ -81,10 +83,15 @@ async fn send_one(f: &Storefront, n: u64) {
             f.platform_apis.seed(store.source, &d.platform_order_id, || payloads::bigcommerce_shipping_address(&order));
             f.api.webhook(store.source.platform(), store_id, &d).await
         }
-        Source::Native => {
-            let ready =
-                (!order.prep.is_zero()).then(|| now + chrono::Duration::from_std(order.prep).unwrap_or_default());
-            let body = payloads::native(store_id, &order, ready);
+        Source::Native | Source::Restaurant => {
+            let body = if store.source == Source::Restaurant {
+                // The menu sets prices and readiness.
+                payloads::catalog(store_id, &order, &f.menus[order.store])
+            } else {
+                let ready =
+                    (!order.prep.is_zero()).then(|| now + chrono::Duration::from_std(order.prep).unwrap_or_default());
+                payloads::native(store_id, &order, ready)
+            };
             let key = format!("sim-{}-{n}", f.run_salt);
             f.api.create_order(f.client_jwt.as_deref().unwrap_or_default(), &key, &body).await
         }
@@ -99,7 +106,7 @@ async fn send_one(f: &Storefront, n: u64) {
     };
     f.stats.record_ack(answer.elapsed);
     let created = match store.source {
-        Source::Native => answer.status.as_u16() == 201,
+        Source::Native | Source::Restaurant => answer.status.as_u16() == 201,
         _ => answer.ok() && answer.str("result") == Some("created"),
     };
     let order_id = answer.str("order_id").or_else(|| answer.str("id")).map(str::to_owned);

@@ -1,6 +1,7 @@
-//! A short demo, in-process: a real server on SQLite, a small fast city against it, and
-//! orders that flow end to end — received → assigned → delivered — checked through the
-//! API afterwards, not only from the simulator's own counters.
+//! A short demo, in-process: a real server on SQLite, a small fast city against it (three
+//! platform stores and a restaurant with a menu), and orders that flow end to end —
+//! received → assigned → delivered — checked through the API afterwards, not only from the
+//! simulator's own counters.
 
 use clap::Parser;
 use lastmile_sim::city::{run_city, RunOptions};
@@ -32,7 +33,7 @@ async fn a_short_demo_delivers_orders_end_to_end() {
         "--drivers",
         "6",
         "--stores",
-        "3",
+        "4",
         "--orders-per-minute",
         "90",
         "--seed",
@@ -55,7 +56,7 @@ async fn a_short_demo_delivers_orders_end_to_end() {
         duration: Some(Duration::from_secs(5)),
         drain: Duration::from_secs(40),
         progress_every: None,
-        max_orders: Some(9),
+        max_orders: Some(12),
         map: None,
     };
     let outcome = run_city(&server.base, &server.admin_key, city, opts, CancellationToken::new())
@@ -91,6 +92,16 @@ async fn a_short_demo_delivers_orders_end_to_end() {
     // BigCommerce orders were fetched from the store's API (by id), geocoded and delivered.
     let bc = delivered.iter().filter(|o| o["platform"] == "bigcommerce").count();
     assert!(bc >= 1, "a BigCommerce order was fetched, geocoded and delivered: {list}");
+    // The restaurant's customers ordered from its menu (by item id) through the catalog;
+    // those orders were dispatched and delivered too, priced by the menu.
+    let restaurant = &outcome.store_ids[3];
+    let catalog: Vec<&Value> = delivered.iter().filter(|o| o["store_id"] == restaurant.as_str()).collect();
+    assert!(!catalog.is_empty(), "a catalog order was delivered: {list}");
+    for o in catalog {
+        assert_eq!(o["platform"], "native");
+        assert!(o["totals"]["total_minor"].as_i64().unwrap() > 0, "priced by the menu: {o}");
+        assert!(o["items"][0]["sku"].as_str().unwrap().starts_with("FI-"), "{o}");
+    }
     let metrics = http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
     let offers = lastmile_sim::client::counter_sum(&metrics, "lastmile_offers_sent_total", &[]);
     assert!(offers >= s.accepted as f64, "offers sent {offers}");

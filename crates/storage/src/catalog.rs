@@ -10,6 +10,7 @@ use crate::intake::{complete_idempotency_in, find_in, insert_order_in, Idempoten
 use crate::orders::load_order_in;
 use crate::{get, json_col, now_ms, Db, Result, StorageError, WriteConn};
 use lastmile_catalog::{price_order, CatalogDish, CatalogStore, ItemPatch, Menu, MenuItem, PricedDish, Stock};
+use lastmile_core::learned::{planned_prep_s, ready_in_s};
 use lastmile_core::{GeoPoint, NormalizedOrder, Order, StoreId, TenantId};
 use sqlx::any::AnyRow;
 use std::collections::HashMap;
@@ -349,22 +350,20 @@ impl Db {
 
     /// Place a catalog order: dishes priced from the menu, stock reserved in the same
     /// transaction as the order (optimistic, retried on a lost race). `lines` pairs dish
-    /// ids with quantities; `not_before` is the client's earliest readiness.
+    /// ids with quantities; `plan` says how readiness is set.
     #[tracing::instrument(skip_all, fields(tenant = %src.tenant_id, store = %src.store_id))]
     pub async fn create_catalog_order(
         &self,
         src: IntakeSource,
         order: NormalizedOrder,
         lines: Vec<(String, i64)>,
-        not_before: i64,
+        plan: ReadyPlan,
         idem: Option<IdempotencyRef>,
     ) -> Result<CatalogOrderOutcome> {
         for _ in 0..RESERVE_ATTEMPTS {
             let (src, order, lines, idem) = (src.clone(), order.clone(), lines.clone(), idem.clone());
             let attempt = self
-                .write(move |c| {
-                    Box::pin(async move { place_in(c, &src, order, &lines, not_before, idem.as_ref()).await })
-                })
+                .write(move |c| Box::pin(async move { place_in(c, &src, order, &lines, plan, idem.as_ref()).await }))
                 .await;
             match attempt {
                 Err(StorageError::Conflict(what)) if what == STOCK_RACE => continue,
@@ -373,6 +372,39 @@ impl Db {
         }
         Err(StorageError::Conflict(STOCK_RACE.into()))
     }
+}
+
+/// How a catalog order's `ready_at` is set: `placed_at` (the server's clock) plus the
+/// dishes' prep time and the kitchen's queue, scaled by the store's learned prep factor
+/// (see [`lastmile_core::learned::ready_in_s`]), and never before the client's
+/// `not_before`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadyPlan {
+    pub not_before: i64,
+    pub placed_at: i64,
+    pub prep_factor: f64,
+    pub load_per_order_s: f64,
+}
+
+impl ReadyPlan {
+    /// Plain menu prep from now: no queue, nothing learned.
+    pub fn menu_prep(not_before: i64) -> ReadyPlan {
+        ReadyPlan { not_before, placed_at: now_ms(), prep_factor: 1.0, load_per_order_s: 0.0 }
+    }
+}
+
+/// Orders the store's kitchen is still preparing: placed, not picked up, not ready yet.
+async fn orders_in_prep_in(c: &mut WriteConn, src: &IntakeSource, now: i64) -> Result<i64> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM orders WHERE tenant_id = $1 AND store_id = $2 \
+         AND status IN ('received', 'dispatching', 'assigned') AND ready_at > $3",
+    )
+    .bind(src.tenant_id.as_str())
+    .bind(src.store_id.as_str())
+    .bind(now)
+    .fetch_one(&mut *c)
+    .await?;
+    get(&row, "n")
 }
 
 /// What a catalog order would cost now, from the menu's prices: what a payment is
@@ -528,7 +560,7 @@ async fn place_in(
     src: &IntakeSource,
     mut order: NormalizedOrder,
     lines: &[(String, i64)],
-    not_before: i64,
+    plan: ReadyPlan,
     idem: Option<&IdempotencyRef>,
 ) -> Result<CatalogOrderOutcome> {
     let now = now_ms();
@@ -607,11 +639,15 @@ async fn place_in(
     let (items, totals, prep_s) = price_order(&priced);
     order.items = items;
     order.totals = totals;
-    let ready_at = not_before.max(now + prep_s * 1000);
+    let in_prep = orders_in_prep_in(c, src, plan.placed_at).await?;
+    let planned_s = planned_prep_s(prep_s as f64, in_prep, plan.load_per_order_s);
+    let ready_in = ready_in_s(prep_s as f64, in_prep, plan.load_per_order_s, plan.prep_factor);
+    let ready_at = plan.not_before.max(plan.placed_at + (ready_in * 1000.0).round() as i64);
     let Some(order_id) = insert_order_in(c, src, &order, ready_at, None).await? else {
         // Another request took this external id since the check above: try again.
         return Err(StorageError::Conflict(STOCK_RACE.into()));
     };
+    crate::learned::record_placed_in(c, &src.tenant_id, &order_id, plan.placed_at, planned_s).await?;
     bump_menu_version_in(c, src.store_id.as_str()).await?;
     for (id, qty) in &need {
         let d = &dishes[id];

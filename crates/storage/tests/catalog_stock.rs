@@ -113,7 +113,7 @@ proptest! {
                     tasks.push(tokio::spawn(async move {
                         match (op, cancel) {
                             (Op::Order(q), _) => {
-                                let out = db.create_catalog_order(src, order(n), vec![(dish, q)], 0, None).await.unwrap();
+                                let out = db.create_catalog_order(src, order(n), vec![(dish, q)], ReadyPlan::menu_prep(0), None).await.unwrap();
                                 match out {
                                     CatalogOrderOutcome::Placed(o, _) => Some((o.id, q)),
                                     CatalogOrderOutcome::OutOfStock(s) => {
@@ -157,7 +157,9 @@ async fn two_nodes_racing_on_postgres_never_oversell() {
         .map(|i| {
             let db = if i % 2 == 0 { t.db.clone() } else { other.clone() };
             let (src, dish) = (src.clone(), dish.clone());
-            tokio::spawn(async move { db.create_catalog_order(src, order(i), vec![(dish, 1)], 0, None).await.unwrap() })
+            tokio::spawn(async move {
+                db.create_catalog_order(src, order(i), vec![(dish, 1)], ReadyPlan::menu_prep(0), None).await.unwrap()
+            })
         })
         .collect();
     let mut placed = 0;

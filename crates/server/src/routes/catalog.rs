@@ -14,7 +14,7 @@ use axum::routing::{get, patch, put};
 use axum::Router;
 use bytes::Bytes;
 use chrono::Utc;
-use lastmile_catalog::{delivery_eta_s, ItemPatch, Menu, SearchQuery, Stock, StoreHit, StoreQuery};
+use lastmile_catalog::{ItemPatch, Menu, SearchQuery, Stock, StoreHit, StoreQuery};
 use lastmile_core::{GeoPoint, Platform, StoreId, TenantId};
 use lastmile_storage::{CatalogOrderOutcome, IdempotencyRef, IntakeResult, IntakeSource, MenuView, StoredItem};
 use serde::{Deserialize, Serialize};
@@ -276,7 +276,14 @@ pub struct SearchResults {
 }
 
 fn store_json(state: &AppState, q: &StoreQuery, h: &StoreHit) -> CatalogStoreView {
-    let eta = delivery_eta_s(&state.fleet.eta, &h.store.location, &q.near, h.store.typical_prep_s());
+    let eta = state.etas.delivery_eta_s(
+        &TenantId(q.tenant_id.clone()),
+        &h.store.id,
+        &h.store.location,
+        &q.near,
+        h.store.typical_prep_s(),
+        state.clock.now_ms(),
+    );
     CatalogStoreView {
         id: h.store.id.clone(),
         name: h.store.name.clone(),
@@ -364,7 +371,14 @@ pub async fn search(
                 currency: d.currency.clone(),
                 enabled: d.available,
                 distance_m: h.distance_m.round(),
-                eta_s: delivery_eta_s(&state.fleet.eta, &h.store.location, &q.place.near, d.prep_time_s),
+                eta_s: state.etas.delivery_eta_s(
+                    &TenantId(q.place.tenant_id.clone()),
+                    &h.store.id,
+                    &h.store.location,
+                    &q.place.near,
+                    d.prep_time_s,
+                    state.clock.now_ms(),
+                ),
                 score: h.score,
             }
         })
@@ -505,7 +519,13 @@ pub async fn create_catalog_order(
             }
         },
     };
-    let outcome = state.db.create_catalog_order(src, native.order, lines, native.ready_at, Some(idem.clone())).await;
+    let plan = lastmile_storage::ReadyPlan {
+        not_before: native.ready_at,
+        placed_at: state.clock.now_ms(),
+        prep_factor: state.etas.prep_factor(&auth.tenant_id, store.id.as_str()),
+        load_per_order_s: state.etas.load_per_order_s(),
+    };
+    let outcome = state.db.create_catalog_order(src, native.order, lines, plan, Some(idem.clone())).await;
     let outcome = match (outcome, &held) {
         (Ok(CatalogOrderOutcome::Placed(order, IntakeResult::Created)), Some(h)) => {
             if order.totals.total_minor > h.amount_minor {

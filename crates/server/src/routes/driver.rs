@@ -234,6 +234,11 @@ async fn step(
         .driver_order_step(&auth.tenant_id, &auth.driver_id, &OrderId(order), to, detail)
         .await
         .map_err(crate::routes::admin::not_found("order"))?;
+    match to {
+        OrderStatus::PickedUp => crate::eta::after_pickup(state, &order).await,
+        OrderStatus::Delivered => crate::eta::after_delivery(state, &order).await,
+        _ => {}
+    }
     if to.is_terminal() {
         state.fleet.set_busy(&auth.driver_id, false);
     } else {

@@ -18,7 +18,7 @@ on_backends! {
 /// Central Helsinki, where the shopper stands.
 const HERE: (f64, f64) = (60.1699, 24.9384);
 
-async fn store_at(app: &TestApp, admin: &str, name: &str, lat: f64, lng: f64) -> String {
+pub(crate) async fn store_at(app: &TestApp, admin: &str, name: &str, lat: f64, lng: f64) -> String {
     let (s, body) = app
         .post_json(
             "/v1/stores",
@@ -35,17 +35,17 @@ fn dish(sku: &str, name: &str, price: i64, stock: Value) -> Value {
     json!({"sku": sku, "name": name, "price_minor": price, "currency": "EUR", "prep_time_s": 600, "stock": stock})
 }
 
-fn count(n: i64) -> Value {
+pub(crate) fn count(n: i64) -> Value {
     json!({"kind": "count", "quantity": n})
 }
 
-async fn put_menu(app: &TestApp, admin: &str, store: &str, menu: &Value) -> Value {
+pub(crate) async fn put_menu(app: &TestApp, admin: &str, store: &str, menu: &Value) -> Value {
     let (s, body) = app.put_json(&format!("/v1/stores/{store}/menu"), admin, menu).await;
     assert_eq!(s, 200, "{body}");
     body
 }
 
-fn item_id(menu: &Value, sku: &str) -> String {
+pub(crate) fn item_id(menu: &Value, sku: &str) -> String {
     menu["categories"]
         .as_array()
         .unwrap()
@@ -68,7 +68,7 @@ fn order_body(store: &str, items: Value) -> Value {
     })
 }
 
-async fn order(app: &TestApp, jwt: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn order(app: &TestApp, jwt: &str, body: &Value) -> (u16, Value) {
     let res = app
         .http
         .post(app.url("/v1/orders"))

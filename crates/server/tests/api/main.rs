@@ -4,5 +4,6 @@ mod helpers;
 
 mod catalog;
 mod edge;
+mod eta;
 mod foundation;
 mod web;

@@ -5,6 +5,7 @@
 //! Client and server share this machine's cores, and every report says so.
 
 mod catalog;
+mod city_sim;
 mod connections;
 mod geocode;
 mod ingest;
@@ -46,6 +47,9 @@ pub enum Scenario {
     Menu,
     /// Storefront dish search with typos: rate, latency, and that each finds its dish.
     Search,
+    /// The city on simulated time, in-process: order wait, driver wait and ETA error
+    /// before/after learning, per strategy, mean and 95% CI over `--seeds` seeds.
+    CitySim,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -108,9 +112,16 @@ pub struct BenchArgs {
     /// `knn`: search radii in metres.
     #[arg(long, value_delimiter = ',', default_values_t = [2_000.0, 5_000.0])]
     pub radius_m: Vec<f64>,
-    /// Seed for generated data and the `city` scenario.
+    /// Seed for generated data and the `city` scenario (`city-sim`: the first seed).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// `city-sim`: seeds per configuration.
+    #[arg(long, default_value_t = 20)]
+    pub seeds: u64,
+    /// `city-sim`: the dispatcher's `lead_s` (offer when the driver's travel time is at
+    /// least the time to ready minus this).
+    #[arg(long, default_value_t = 60.0)]
+    pub lead_s: f64,
     /// The `lastmile` binary to run as the server (default: this executable).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
@@ -137,6 +148,7 @@ pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result
         Scenario::Geocode => geocode::run(&args, &mut report).await,
         Scenario::Menu => catalog::menu_reads(&args, &mut report, &shutdown).await,
         Scenario::Search => catalog::search(&args, &mut report, &shutdown).await,
+        Scenario::CitySim => city_sim::run(&args, &mut report),
     };
     if let Err(e) = outcome {
         report.notes.push(format!("the run stopped early: {e:#}"));
