@@ -1,6 +1,8 @@
 //! `bench menu` and `bench search`: the storefront's reads over HTTP, as a storefront makes
 //! them (client JWT), against restaurants with full menus. `menu`: a whole menu, then the
-//! same with `If-None-Match` (304), at the peak and at a fixed 1,000 requests/s; `search`:
+//! same with `If-None-Match` (304), at the peak, at half the peak and at a fixed 1,000
+//! requests/s, beside a bare axum route returning the same bytes in the same run; then
+//! catalog orders (dishes by id, prices and stock from the menu) at 2,000 a minute; `search`:
 //! dish searches as people type them (typos included), each counted only when it finds a
 //! dish. Both next to `/healthz` in the same run as the floor of what one GET costs here.
 
@@ -142,6 +144,27 @@ pub async fn menu_reads(args: &BenchArgs, report: &mut Report, stop: &Cancellati
         etags.push((tag, bytes));
     }
     let menu_bytes = etags.iter().map(|(_, b)| *b).sum::<usize>() / etags.len().max(1);
+    // The menus' bytes and dish ids, read once: the bare route serves the same bytes, and
+    // catalog orders name the dishes by id.
+    let mut bodies = Vec::new();
+    let mut dishes = Vec::new();
+    for s in f.stores.iter() {
+        let bytes =
+            f.api.http.get(f.api.url(&format!("/v1/catalog/stores/{s}/menu"))).bearer_auth(&*f.jwt).send().await?;
+        let bytes = bytes.bytes().await?;
+        let menu: Value = serde_json::from_slice(&bytes)?;
+        let ids: Vec<String> = menu["categories"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["items"].as_array().into_iter().flatten())
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect();
+        anyhow::ensure!(!ids.is_empty(), "the menu of {s} lists no dish ids");
+        dishes.push(ids);
+        bodies.push(bytes);
+    }
+    let (bare_base, bare_server) = bare_route(bodies).await?;
     let etags = Arc::new(etags);
     let get = |conditional: bool| -> Request {
         let (api, jwt, stores, etags) = (f.api.clone(), f.jwt.clone(), f.stores.clone(), etags.clone());
@@ -167,13 +190,29 @@ pub async fn menu_reads(args: &BenchArgs, report: &mut Report, stop: &Cancellati
     let floor = closed_loop("GET /healthz", c, d, healthz(&f.api), stop).await;
     let full = closed_loop("GET menu", c, d, get(false), stop).await;
     let cached = closed_loop("GET menu, If-None-Match", c, d, get(true), stop).await;
+    let bare = closed_loop("bare route, same bytes", c, d, bare_get(&bare_base), stop).await;
+    let half_rate = (full.rate() / 2.0).max(1.0);
+    let half = open_loop(&format!("GET menu at {half_rate:.0}/s"), half_rate, d, 4096, get(false), stop).await;
     let fixed = open_loop("GET menu at 1000/s", 1000.0, d, 4096, get(false), stop).await;
+    bare_server.abort();
+    let orders = open_loop(
+        "catalog orders at 2,000/min",
+        ORDERS_PER_MINUTE / 60.0,
+        d,
+        4096,
+        place_order(&f, Arc::new(dishes)),
+        stop,
+    )
+    .await;
     let rss = f.server.rss_kib();
     f.server.stop().await;
     measure(report, db, "GET /healthz (same-run floor)", &floor);
     measure(report, db, &format!("GET /v1/catalog/stores/{{id}}/menu (peak; {menu_bytes} B, 60 dishes)"), &full);
     measure(report, db, "GET menu with If-None-Match → 304 (peak)", &cached);
+    measure(report, db, &format!("GET menu at half the peak ({half_rate:.0} req/s)"), &half);
     measure(report, db, "GET menu at a fixed 1,000 req/s", &fixed);
+    measure(report, db, "bare axum route, the same bytes (same-run ceiling)", &bare);
+    measure(report, db, "POST /v1/orders, catalog dishes by id, at 2,000/min", &orders);
     if let Some(kib) = rss {
         report.add(Measurement::value("server RSS after the run", json!({"mib": kib as f64 / 1024.0})));
     }
@@ -190,7 +229,90 @@ pub async fn menu_reads(args: &BenchArgs, report: &mut Report, stop: &Cancellati
         format!("{:.0}/s ({:.2}× the /healthz floor)", full.rate(), full.rate() / floor.rate().max(1e-9)),
         full.rate() >= 1000.0,
     );
+    let ratio = full.rate() / bare.rate().max(1e-9);
+    report.budget(
+        "menu reads ≥ 0.5 × a bare route returning the same bytes",
+        format!("{ratio:.2}× ({:.0}/s vs {:.0}/s)", full.rate(), bare.rate()),
+        ratio >= 0.5,
+    );
+    report.budget(
+        "menu reads p99 ≤ 5 ms at half the peak",
+        format!("{:.1} ms at {half_rate:.0}/s", half.latency.p99_ms),
+        half.latency.p99_ms <= 5.0 && half.failed == 0,
+    );
+    let per_minute = orders.ok as f64 / d.as_secs_f64().max(1e-9) * 60.0;
+    report.budget(
+        "catalog order placement ≥ 2,000/min sustained, every order placed",
+        format!("{per_minute:.0}/min placed, {} failed, p99 {:.1} ms", orders.failed, orders.latency.p99_ms),
+        orders.failed == 0 && per_minute >= ORDERS_PER_MINUTE * 0.98,
+    );
     Ok(())
+}
+
+const ORDERS_PER_MINUTE: f64 = 2000.0;
+
+/// An axum route on this process that returns the menus' bytes and nothing else: no auth,
+/// no look-up, no ETag. Returns its base URL and the task serving it.
+async fn bare_route(bodies: Vec<axum::body::Bytes>) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let bodies = Arc::new(bodies);
+    let app = axum::Router::new().route(
+        "/menu/{i}",
+        axum::routing::get(move |axum::extract::Path(i): axum::extract::Path<usize>| {
+            let bodies = bodies.clone();
+            async move {
+                let body = bodies[i % bodies.len()].clone();
+                ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((base, task))
+}
+
+fn bare_get(base: &str) -> Request {
+    let (http, base) = (reqwest::Client::new(), base.to_owned());
+    Arc::new(move |n| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let i = (n as usize * 7919) % RESTAURANTS;
+            match http.get(format!("{base}/menu/{i}")).send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok_and(|b| b.len() > 1000),
+                Err(_) => false,
+            }
+        }
+        .boxed()
+    })
+}
+
+/// One catalog order per call: one or two dishes of a restaurant by id, a Helsinki door,
+/// a fresh idempotency key; ok when the order is created (`201`).
+fn place_order(f: &Fixture, dishes: Arc<Vec<Vec<String>>>) -> Request {
+    let (api, jwt, stores) = (f.api.clone(), f.jwt.clone(), f.stores.clone());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    Arc::new(move |n| {
+        let (api, jwt, stores, dishes, run) = (api.clone(), jwt.clone(), stores.clone(), dishes.clone(), run.clone());
+        async move {
+            let r = (n as usize * 31) % stores.len();
+            let menu = &dishes[r];
+            let mut items = vec![json!({"item_id": menu[(n as usize * 7) % menu.len()], "quantity": 1})];
+            if n % 2 == 0 {
+                items.push(json!({"item_id": menu[(n as usize * 13 + 1) % menu.len()], "quantity": 2}));
+            }
+            let body = json!({
+                "store_id": stores[r],
+                "customer": {"name": "Bench Customer", "phone": "+358401234567"},
+                "dropoff": {"address": {"line1": "Mannerheimintie 10", "city": "Helsinki", "country": "FI"},
+                            "lat": 60.17 + (n % 50) as f64 * 0.0005, "lng": 24.94},
+                "items": items,
+            });
+            matches!(api.create_order(&jwt, &format!("bench-{run}-{n}"), &body).await, Ok(a) if a.status.as_u16() == 201)
+        }
+        .boxed()
+    })
 }
 
 pub async fn search(args: &BenchArgs, report: &mut Report, stop: &CancellationToken) -> anyhow::Result<()> {
