@@ -305,11 +305,21 @@ fn place_order(f: &Fixture, dishes: Arc<Vec<Vec<String>>>) -> Request {
             let body = json!({
                 "store_id": stores[r],
                 "customer": {"name": "Bench Customer", "phone": "+358401234567"},
-                "dropoff": {"address": {"line1": "Mannerheimintie 10", "city": "Helsinki", "country": "FI"},
+                "dropoff": {"address": {"line1": "Mannerheimintie 10", "city": "Helsinki", "postal_code": "00100", "country": "FI"},
                             "lat": 60.17 + (n % 50) as f64 * 0.0005, "lng": 24.94},
                 "items": items,
             });
-            matches!(api.create_order(&jwt, &format!("bench-{run}-{n}"), &body).await, Ok(a) if a.status.as_u16() == 201)
+            match api.create_order(&jwt, &format!("bench-{run}-{n}"), &body).await {
+                Ok(a) if a.status.as_u16() == 201 => true,
+                Ok(a) => {
+                    tracing::warn!(status = %a.status, body = %a.body, "a catalog order was not created");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a catalog order was not sent");
+                    false
+                }
+            }
         }
         .boxed()
     })
