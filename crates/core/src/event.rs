@@ -30,10 +30,14 @@ pub enum EventKind {
     OrderNeedsAttention,
     /// The geocoder could not locate an order's dropoff; it stays `needs_location` (data: order_id, reason).
     OrderGeocodeFailed,
+    /// A store's menu or its live stock changed (a menu put, a dish patched, stock reserved
+    /// by an order or given back): data `store_id`, `version` (the menu's ETag source).
+    /// Every node drops its rendered copy of that menu when it sees one.
+    MenuChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::OrderCreated,
         EventKind::OrderUpdated,
         EventKind::OrderStatusChanged,
@@ -49,6 +53,7 @@ impl EventKind {
         EventKind::OrderUnassigned,
         EventKind::OrderNeedsAttention,
         EventKind::OrderGeocodeFailed,
+        EventKind::MenuChanged,
     ];
 
     /// Whether tenants may subscribe webhook endpoints to this kind (inbox appends are the
@@ -78,6 +83,7 @@ impl EventKind {
             EventKind::OrderUnassigned => "order_unassigned",
             EventKind::OrderNeedsAttention => "order_needs_attention",
             EventKind::OrderGeocodeFailed => "order_geocode_failed",
+            EventKind::MenuChanged => "menu_changed",
         }
     }
 

@@ -6,7 +6,7 @@
 
 use crate::state::AppState;
 use lastmile_bus::Received;
-use lastmile_core::{DriverId, EventKind, OrderId};
+use lastmile_core::{DriverId, EventKind, OrderId, StoreId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -120,7 +120,8 @@ impl Hub {
     }
 }
 
-/// Feed the hub from the bus: inbox appends wake drivers, order events wake trackers. On
+/// Feed the hub from the bus: inbox appends wake drivers, order events wake trackers, menu
+/// changes drop rendered menus. On
 /// shutdown, close the hub so its connections end.
 pub async fn run_bus_listener(state: AppState, shutdown: CancellationToken) {
     let mut sub = state.bus.subscribe();
@@ -138,6 +139,7 @@ pub async fn run_bus_listener(state: AppState, shutdown: CancellationToken) {
             Some(Received::Lagged(n)) => {
                 tracing::warn!(missed = n, "realtime hub fell behind the bus; waking every connection");
                 state.hub.wake_all();
+                state.catalog.forget_all_menus();
             }
             Some(Received::Event(e)) => match e.kind {
                 EventKind::InboxAppended => {
@@ -151,6 +153,12 @@ pub async fn run_bus_listener(state: AppState, shutdown: CancellationToken) {
                         state.hub.disconnect_driver(&DriverId(e.subject_id.clone()));
                         // ... and takes them out of this node's live index.
                         state.fleet.remove(&DriverId(e.subject_id.clone()));
+                    }
+                }
+                EventKind::MenuChanged => {
+                    // Any node's menu or stock change: drop this node's older rendered copy.
+                    if let Some(v) = e.data.get("version").and_then(|v| v.as_i64()) {
+                        state.catalog.menu_changed(&e.tenant_id, &StoreId(e.subject_id.clone()), v);
                     }
                 }
                 _ => state.hub.bump_order(&OrderId(e.subject_id.clone())),

@@ -11,7 +11,7 @@ use crate::orders::load_order_in;
 use crate::{get, json_col, now_ms, Db, Result, StorageError, WriteConn};
 use lastmile_catalog::{price_order, CatalogDish, CatalogStore, ItemPatch, Menu, MenuItem, PricedDish, Stock};
 use lastmile_core::learned::{planned_prep_s, ready_in_s};
-use lastmile_core::{GeoPoint, NormalizedOrder, Order, StoreId, TenantId};
+use lastmile_core::{EventKind, GeoPoint, NormalizedOrder, Order, StoreId, TenantId};
 use sqlx::any::AnyRow;
 use std::collections::HashMap;
 
@@ -149,13 +149,26 @@ where
     rows.iter().map(|r| Ok((get::<String>(r, "item_id")?, get::<i64>(r, "held")?))).collect()
 }
 
+/// Move a store's menu to its next version and say so on the outbox (`menu_changed`, in
+/// this transaction): every node serves menus from memory and drops its copy on the event.
 async fn bump_menu_version_in(c: &mut WriteConn, store: &str) -> Result<()> {
-    sqlx::query("UPDATE store_menus SET version = version + 1, updated_at = $1 WHERE store_id = $2")
-        .bind(now_ms())
-        .bind(store)
-        .execute(&mut *c)
-        .await?;
+    let row = sqlx::query(
+        "UPDATE store_menus SET version = version + 1, updated_at = $1 WHERE store_id = $2 RETURNING tenant_id, version",
+    )
+    .bind(now_ms())
+    .bind(store)
+    .fetch_optional(&mut *c)
+    .await?;
+    if let Some(r) = row {
+        menu_changed_in(c, &TenantId(get(&r, "tenant_id")?), store, get(&r, "version")?).await?;
+    }
     Ok(())
+}
+
+/// The `menu_changed` event of a store's menu at `version`.
+async fn menu_changed_in(c: &mut WriteConn, tenant: &TenantId, store: &str, version: i64) -> Result<()> {
+    let data = serde_json::json!({"store_id": store, "version": version});
+    crate::outbox::insert_event(c, tenant, EventKind::MenuChanged, store, data).await
 }
 
 /// Give back the stock an order holds (once: a second call finds nothing held).
@@ -208,10 +221,11 @@ impl Db {
                 let now = now_ms();
                 let cuisine = serde_json::to_string(&menu.cuisine).map_err(crate::corrupt)?;
                 let hours = serde_json::to_string(&menu.hours).map_err(crate::corrupt)?;
-                sqlx::query(
+                let version = sqlx::query(
                     "INSERT INTO store_menus (store_id, tenant_id, cuisine_json, hours_json, delivery_radius_m, version, updated_at, menu_changed_at) \
                      VALUES ($1, $2, $3, $4, $5, 1, $6, $6) ON CONFLICT (store_id) DO UPDATE SET cuisine_json = $3, hours_json = $4, \
-                     delivery_radius_m = $5, version = store_menus.version + 1, updated_at = $6, menu_changed_at = $6",
+                     delivery_radius_m = $5, version = store_menus.version + 1, updated_at = $6, menu_changed_at = $6 \
+                     RETURNING version",
                 )
                 .bind(s.as_str())
                 .bind(t.as_str())
@@ -219,8 +233,9 @@ impl Db {
                 .bind(&hours)
                 .bind(crate::OptF64(menu.delivery_radius_m))
                 .bind(now)
-                .execute(&mut *c)
+                .fetch_one(&mut *c)
                 .await?;
+                menu_changed_in(c, &t, s.as_str(), get(&version, "version")?).await?;
                 let existing: HashMap<String, String> =
                     sqlx::query("SELECT sku, id FROM menu_items WHERE store_id = $1")
                         .bind(s.as_str())

@@ -3,7 +3,7 @@
 //! `POST /v1/orders` whose items name dishes by `item_id`).
 
 use crate::auth::{AdminAuth, ClientAuth, TenantAuth};
-use crate::catalog::CachedMenu;
+use crate::catalog::{Cached, CachedMenu};
 use crate::error::{ApiError, ApiResult, Json, Path, Query};
 use crate::routes::admin::not_found;
 use crate::state::AppState;
@@ -396,19 +396,30 @@ pub async fn get_menu(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let store = StoreId(id);
-    let version = state.db.menu_version(&auth.tenant_id, &store).await.map_err(not_found("menu"))?;
+    let tenant = &auth.tenant_id;
     let hour = lastmile_storage::now_ms().div_euclid(HOUR_MS);
-    let menu = match state.catalog.cached_menu(&auth.tenant_id, &store) {
-        Some(m) if m.version == version && m.hour == hour => m,
-        _ => {
-            let view = state.db.menu_view(&auth.tenant_id, &store).await.map_err(not_found("menu"))?;
+    let cached = match state.catalog.cached_menu(tenant, &store, hour) {
+        Cached::Fresh(m) => Some(m),
+        Cached::Unchecked(m) => {
+            let version = state.db.menu_version(tenant, &store).await.map_err(not_found("menu"))?;
+            (version == m.version).then(|| {
+                state.catalog.menu_checked(tenant, &store, version);
+                m
+            })
+        }
+        Cached::Missing => None,
+    };
+    let menu = match cached {
+        Some(m) => m,
+        None => {
+            let view = state.db.menu_view(tenant, &store).await.map_err(not_found("menu"))?;
             let m = CachedMenu {
                 version: view.version,
                 hour,
                 etag: format!("\"{}-{}\"", view.version, hour),
                 body: Bytes::from(serde_json::to_vec(&menu_json(&view)).map_err(ApiError::internal)?),
             };
-            state.catalog.cache_menu(&auth.tenant_id, &store, m.clone());
+            state.catalog.cache_menu(tenant, &store, m.clone());
             m
         }
     };
@@ -526,6 +537,10 @@ pub async fn create_catalog_order(
         load_per_order_s: state.etas.load_per_order_s(),
     };
     let outcome = state.db.create_catalog_order(src, native.order, lines, plan, Some(idem.clone())).await;
+    if matches!(outcome, Ok(CatalogOrderOutcome::Placed(_, IntakeResult::Created))) {
+        // Stock moved: this node's copy goes now; other nodes' on the `menu_changed` event.
+        state.catalog.forget_menu(&auth.tenant_id, &store.id);
+    }
     let outcome = match (outcome, &held) {
         (Ok(CatalogOrderOutcome::Placed(order, IntakeResult::Created)), Some(h)) => {
             if order.totals.total_minor > h.amount_minor {
@@ -533,6 +548,7 @@ pub async fn create_catalog_order(
                 // was authorized; the order is withdrawn and the client may order again.
                 h.void(state, &auth.tenant_id).await;
                 let _ = state.db.cancel_order(&auth.tenant_id, &order.id, "the price changed while ordering").await;
+                state.catalog.forget_menu(&auth.tenant_id, &store.id);
                 return Err(ApiError::conflict("price_changed", "a dish's price changed while ordering; order again"));
             }
             h.capture(state, &auth.tenant_id, &order.id, order.totals.total_minor).await;

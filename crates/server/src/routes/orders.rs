@@ -511,6 +511,8 @@ pub async fn cancel_order(
     };
     let reason = input.reason.unwrap_or_else(|| "cancelled by the store".into());
     let order = state.db.cancel_order(&auth.tenant_id, &OrderId(id), &reason).await.map_err(not_found("order"))?;
+    // A catalog order gave its stock back: this node's menu copy goes now (others' on the event).
+    state.catalog.forget_menu(&auth.tenant_id, &order.store_id);
     crate::payments::refund_captured(&state, &auth.tenant_id, &order.id).await;
     Ok(Json(order))
 }

@@ -9,6 +9,7 @@ on_backends! {
     menus_validate_keep_ids_and_list_nearby_stores => menus_and_nearby,
     search_forgives_typos_and_respects_filters => search,
     menu_etag_answers_304_until_a_patch => etag,
+    stock_a_failed_delivery_gives_back_reaches_the_menu_by_its_event => stock_event,
     twenty_racing_orders_for_five_in_stock_place_exactly_five => no_oversell,
     catalog_prices_win_and_readiness_follows_prep_time => prices_win,
     made_to_order_dishes_respect_their_hourly_capacity => hourly_cap,
@@ -311,6 +312,49 @@ async fn etag(backend: Backend) {
         .unwrap();
     assert_eq!(s, 422);
     assert!(e.json::<Value>().await.unwrap()["error"]["details"]["fields"]["stock.quantity"].is_string());
+    app.stop().await;
+}
+
+/// Stock given back on a path no catalog route sees (a driver failing the delivery) reaches
+/// the in-memory menu through the `menu_changed` event alone: the database check that
+/// backs up a missed event is pushed an hour away.
+async fn stock_event(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.dispatch.enabled = false).await;
+    let (_, admin) = app.tenant("acme").await;
+    let jwt = app.client_token(&admin).await;
+    let (kebab, _, _, menu) = city(&app, &admin).await;
+    let adana = item_id(&menu, "K1");
+    let path = format!("/v1/catalog/stores/{kebab}/menu");
+    let (s, placed) = order(&app, &jwt, &order_body(&kebab, json!([{"item_id": adana, "quantity": 2}]))).await;
+    assert_eq!(s, 201, "{placed}");
+    let id = placed["id"].as_str().unwrap();
+    let (_, m) = app.get_json(&path, &jwt).await;
+    assert_eq!(m["categories"][0]["items"][0]["stock"]["quantity"], 3, "{m}");
+    let held_version = m["version"].as_i64().unwrap();
+
+    app.state.catalog.set_revalidate_after(std::time::Duration::from_secs(3600));
+    let (driver, token) = app.driver(&admin, "Pekka Lahtinen").await;
+    let (s, a) =
+        app.post_json(&format!("/v1/orders/{id}/assign"), &admin, &json!({"driver_id": driver, "force": true})).await;
+    assert_eq!(s, 200, "{a}");
+    let (s, p) = app.post_json(&format!("/v1/driver/orders/{id}/pickup"), &token, &json!({})).await;
+    assert_eq!(s, 200, "{p}");
+    let (s, f) =
+        app.post_json(&format!("/v1/driver/orders/{id}/fail"), &token, &json!({"reason": "nobody home"})).await;
+    assert_eq!(s, 200, "{f}");
+
+    // The event travels through the outbox relay and the bus: bounded wait, no fixed sleep.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (s, m) = app.get_json(&path, &jwt).await;
+        assert_eq!(s, 200, "{m}");
+        if m["categories"][0]["items"][0]["stock"]["quantity"] == 5 {
+            assert!(m["version"].as_i64().unwrap() > held_version, "{m}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the failed delivery's stock never reached the menu: {m}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     app.stop().await;
 }
 
