@@ -12,7 +12,7 @@ use futures::FutureExt;
 use lastmile_bus::Received;
 use lastmile_core::{DriverId, EtaModel, Event, EventKind, GeoPoint, OrderId, TenantId};
 use lastmile_dispatch::{assign_live, due_orders_live, CostModel, DriverIndex, DriverSource, Matcher, OrderSlot};
-use lastmile_storage::{to_ms, Db, StallPolicy};
+use lastmile_storage::{to_ms, Area, Db, DispatchCandidate, StallPolicy};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +67,46 @@ struct FleetInner {
     indexes: HashMap<TenantId, DriverIndex>,
     /// Drivers with a pending offer or at capacity (refreshed each tick and on offers).
     busy: HashSet<DriverId>,
+    /// Where the events since the last round touched the city: what the next event-started
+    /// round reads and matches.
+    affected: Affected,
+}
+
+/// What a round started by events reads: per tenant, the orders the events were about and
+/// the places drivers became free; or the whole tenant (or every tenant) when an event's
+/// place is unknown. The backstop tick reads everything regardless.
+#[derive(Debug, Default, Clone)]
+pub struct Affected {
+    all: bool,
+    whole: HashSet<TenantId>,
+    orders: HashMap<TenantId, Vec<OrderId>>,
+    points: HashMap<TenantId, Vec<GeoPoint>>,
+}
+
+impl Affected {
+    /// Every tenant, whole.
+    pub fn everything() -> Self {
+        Self { all: true, ..Self::default() }
+    }
+
+    /// An event about `order` (new, changed, back in matching).
+    pub fn order(&mut self, tenant: &TenantId, order: OrderId) {
+        self.orders.entry(tenant.clone()).or_default().push(order);
+    }
+
+    /// A driver free to match at `point`.
+    pub fn point(&mut self, tenant: &TenantId, point: GeoPoint) {
+        self.points.entry(tenant.clone()).or_default().push(point);
+    }
+
+    /// Something changed for `tenant` at a place unknown here.
+    pub fn whole_tenant(&mut self, tenant: &TenantId) {
+        self.whole.insert(tenant.clone());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.whole.is_empty() && self.orders.is_empty() && self.points.is_empty()
+    }
 }
 
 /// Cheap to clone. A std Mutex: every critical section is a few map operations and never
@@ -92,6 +132,7 @@ impl LiveFleet {
                 drivers: HashMap::new(),
                 indexes: HashMap::new(),
                 busy: HashSet::new(),
+                affected: Affected::default(),
             })),
             wake: Arc::new(Notify::new()),
         }
@@ -135,14 +176,39 @@ impl LiveFleet {
         self.wake_if(freed);
     }
 
-    /// Start a matching round soon (after the gathering window). Cheap; wakes coalesce.
+    /// Start a matching round over every tenant soon (after the gathering window). Cheap;
+    /// wakes coalesce.
     pub fn wake_matcher(&self) {
+        self.lock().affected.all = true;
         self.wake.notify_one();
     }
 
+    /// Start a round soon for the part of the city around `order`'s pickup.
+    pub fn wake_for_order(&self, tenant: &TenantId, order: OrderId) {
+        self.lock().affected.order(tenant, order);
+        self.wake.notify_one();
+    }
+
+    /// Start a round soon around `driver`'s position (the whole tenant if it is unknown).
+    pub fn wake_for_driver(&self, tenant: &TenantId, driver: &DriverId) {
+        let mut g = self.lock();
+        match g.drivers.get(driver).and_then(|d| d.point) {
+            Some(p) => g.affected.point(tenant, p),
+            None => g.affected.whole_tenant(tenant),
+        }
+        drop(g);
+        self.wake.notify_one();
+    }
+
+    /// What the events since the last call touched (see [`Affected`]).
+    pub fn take_affected(&self) -> Affected {
+        std::mem::take(&mut self.lock().affected)
+    }
+
+    /// `refresh_index` noted where the driver became available; start a round there.
     fn wake_if(&self, became_available: bool) {
         if became_available {
-            self.wake_matcher();
+            self.wake.notify_one();
         }
     }
 
@@ -281,7 +347,8 @@ impl TenantFleet<'_> {
 }
 
 /// Bring the driver's entry in their tenant's index up to date; true when that made them
-/// available to match (they were not before), which is worth a matching round.
+/// available to match (they were not before), which is worth a matching round around
+/// them (noted in `affected`).
 fn refresh_index(g: &mut FleetInner, driver: &DriverId) -> bool {
     let Some(d) = g.drivers.get(driver) else { return false };
     let available = d.status == "online" && !g.busy.contains(driver);
@@ -295,7 +362,12 @@ fn refresh_index(g: &mut FleetInner, driver: &DriverId) -> bool {
         Some(p) => {
             let was = ix.is_available(driver).unwrap_or(false);
             ix.upsert(driver, p, available);
-            available && !was
+            let freed = available && !was;
+            if freed {
+                let tenant = d.tenant_id.clone();
+                g.affected.point(&tenant, p);
+            }
+            freed
         }
         None => {
             ix.remove(driver);
@@ -339,7 +411,9 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         }
         // Whatever woke us during the window is in this round: drop its stored wake-up.
         let _ = wake.notified().now_or_never();
-        let outcome = if full { tick_once(&state).await } else { match_round(&state).await };
+        let affected = state.fleet.take_affected();
+        let outcome =
+            if full { tick_once(&state).await } else { match_affected(&state, affected).await.map(|r| r.offers) };
         if let Err(e) = outcome {
             tracing::warn!(error = %format!("{e:#}"), full, "dispatch round failed");
         }
@@ -361,7 +435,12 @@ async fn wake_on_events(state: AppState, shutdown: CancellationToken) {
         match msg {
             None => break,
             Some(Received::Lagged(_)) => state.fleet.wake_matcher(),
-            Some(Received::Event(e)) if wakes_matcher(&e) => state.fleet.wake_matcher(),
+            Some(Received::Event(e)) if wakes_matcher(&e) => match e.kind {
+                EventKind::DriverStatusChanged => {
+                    state.fleet.wake_for_driver(&e.tenant_id, &DriverId(e.subject_id.clone()))
+                }
+                _ => state.fleet.wake_for_order(&e.tenant_id, OrderId(e.subject_id.clone())),
+            },
             Some(Received::Event(_)) => {}
         }
     }
@@ -417,11 +496,34 @@ pub async fn resync_busy(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One matching round: offer due orders to the best free drivers, per tenant.
+/// One matching round over every tenant with a free driver: offer due orders to the best
+/// free drivers, per tenant.
 pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
-    if !state.cluster.holds_any() {
+    Ok(match_affected(state, Affected::everything()).await?.offers)
+}
+
+/// What one round read and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundStats {
+    /// Orders read from the database as candidates.
+    pub orders_read: usize,
+    pub offers: usize,
+}
+
+/// Up to this many separate areas per tenant are read one by one; more are read as the
+/// one box around them all.
+const MAX_AREAS: usize = 8;
+
+/// A round over what `affected` touched: for each tenant with a free driver, the waiting
+/// orders whose pickup lies within twice the search radius of an affected order's pickup
+/// or of a freed driver (every order that could compete with it for a driver, or take
+/// the freed one); a whole tenant when an event's place is unknown. Candidates are still
+/// searched in the whole live index, so an order near the area's edge sees the drivers
+/// across it; orders further out wait for their own events or the backstop tick.
+pub async fn match_affected(state: &AppState, affected: Affected) -> anyhow::Result<RoundStats> {
+    if !state.cluster.holds_any() || affected.is_empty() {
         // In a cluster, other nodes match every tenant for now.
-        return Ok(0);
+        return Ok(RoundStats::default());
     }
     let cfg = &state.cfg.dispatch;
     let now = state.clock.now_ms();
@@ -434,8 +536,80 @@ pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
         let model = cost_model(&state.cfg, state.etas.city_model(&tenant, now));
         let horizon_ms = ((model.max_pickup_s + cfg.lead_s.max(0.0)) * 1000.0).min(i64::MAX as f64 / 4.0) as i64;
         let ready_by = now.saturating_add(horizon_ms);
-        candidates.extend(state.db.dispatch_candidates_for_tenant(&tenant, 5000, ready_by).await?);
+        match areas_of(state, &affected, &tenant).await? {
+            None => candidates.extend(state.db.dispatch_candidates_for_tenant(&tenant, 5000, ready_by).await?),
+            Some(areas) => {
+                let mut seen = HashSet::new();
+                for area in areas {
+                    for c in state.db.dispatch_candidates_in_area(&tenant, area, 5000, ready_by).await? {
+                        if seen.insert(c.order.id.clone()) {
+                            candidates.push(c);
+                        }
+                    }
+                }
+            }
+        }
     }
+    let orders_read = candidates.len();
+    let offers = match_candidates(state, candidates, now).await?;
+    Ok(RoundStats { orders_read, offers })
+}
+
+/// The areas of `tenant` a round reads: `None` for the whole tenant, empty when nothing
+/// touched it.
+async fn areas_of(state: &AppState, affected: &Affected, tenant: &TenantId) -> anyhow::Result<Option<Vec<Area>>> {
+    if affected.all || affected.whole.contains(tenant) {
+        return Ok(None);
+    }
+    let mut points: Vec<GeoPoint> = affected.points.get(tenant).cloned().unwrap_or_default();
+    if let Some(orders) = affected.orders.get(tenant) {
+        let mut ids = orders.clone();
+        ids.sort();
+        ids.dedup();
+        for (_, lat, lng) in state.db.order_pickups(tenant, &ids).await? {
+            points.extend(GeoPoint::new(lat, lng).ok());
+        }
+    }
+    let reach_m = 2.0 * state.cfg.dispatch.search_radius_m;
+    let mut areas = Vec::with_capacity(points.len());
+    for p in points {
+        match area_around(p, reach_m) {
+            Some(a) if !areas.contains(&a) => areas.push(a),
+            Some(_) => {}
+            None => return Ok(None),
+        }
+    }
+    if areas.len() > MAX_AREAS {
+        let hull = areas.iter().skip(1).fold(areas[0], |h, a| Area {
+            lat_min: h.lat_min.min(a.lat_min),
+            lat_max: h.lat_max.max(a.lat_max),
+            lng_min: h.lng_min.min(a.lng_min),
+            lng_max: h.lng_max.max(a.lng_max),
+        });
+        areas = vec![hull];
+    }
+    Ok(Some(areas))
+}
+
+/// The latitude/longitude box holding every point within `reach_m` metres (great-circle)
+/// of `p`; `None` where such a box would wrap the antimeridian or a pole (read the whole
+/// tenant there).
+pub fn area_around(p: GeoPoint, reach_m: f64) -> Option<Area> {
+    let deg = (reach_m / lastmile_core::geo::EARTH_RADIUS_M).to_degrees() * 1.001;
+    let (lat_min, lat_max) = (p.lat - deg, p.lat + deg);
+    if !deg.is_finite() || lat_min <= -89.0 || lat_max >= 89.0 {
+        return None;
+    }
+    // At the box's most poleward latitude a degree of longitude is shortest.
+    let widest = lat_min.abs().max(lat_max.abs()).to_radians().cos();
+    let dlng = deg / widest;
+    let (lng_min, lng_max) = (p.lng - dlng, p.lng + dlng);
+    (lng_min >= -180.0 && lng_max <= 180.0).then_some(Area { lat_min, lat_max, lng_min, lng_max })
+}
+
+/// Match the candidates read for a round and send the offers; the number sent.
+async fn match_candidates(state: &AppState, candidates: Vec<DispatchCandidate>, now: i64) -> anyhow::Result<usize> {
+    let cfg = &state.cfg.dispatch;
     let mut by_tenant: HashMap<TenantId, Vec<OrderSlot>> = HashMap::new();
     for c in candidates {
         let Ok(pickup) = GeoPoint::new(c.pickup_lat, c.pickup_lng) else { continue };
@@ -455,22 +629,33 @@ pub async fn match_round(state: &AppState) -> anyhow::Result<usize> {
     // In a cluster, each tenant is matched by the node holding its lease only.
     for (tenant, orders) in by_tenant.into_iter().filter(|(t, _)| state.cluster.holds(t)) {
         let model = cost_model(&state.cfg, state.etas.city_model(&tenant, now));
-        let fleet = TenantFleet { fleet: &state.fleet, tenant: &tenant };
-        if !fleet.any_available() {
-            continue;
-        }
-        let due: Vec<OrderSlot> =
-            due_orders_live(&orders, &fleet, &model, cfg.lead_s).into_iter().map(|d| orders[d.order].clone()).collect();
-        for a in assign_live(&due, &fleet, &model, matcher) {
-            offers.push((tenant.clone(), a.order_id, a.driver_id));
-        }
+        let (fleet, lead_s) = (state.fleet.clone(), cfg.lead_s);
+        // The search and solve run on a blocking thread, not on the runtime's workers that
+        // serve the drivers' sockets: a large round never holds up GPS intake, and it reads
+        // the live index one query (one brief lock) at a time.
+        let chosen = tokio::task::spawn_blocking(move || {
+            let source = TenantFleet { fleet: &fleet, tenant: &tenant };
+            if !source.any_available() {
+                return Vec::new();
+            }
+            let due: Vec<OrderSlot> = due_orders_live(&orders, &source, &model, lead_s)
+                .into_iter()
+                .map(|d| orders[d.order].clone())
+                .collect();
+            assign_live(&due, &source, &model, matcher)
+                .into_iter()
+                .map(|a| (tenant.clone(), a.order_id, a.driver_id))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        offers.extend(chosen);
     }
     let n = offers.len();
-    // All offers of a tick share one group commit.
+    // All offers of a round share one group commit.
     let results = futures::future::join_all(offers.into_iter().map(|(t, o, d)| send_offer(state, t, o, d))).await;
     let sent = results.into_iter().filter(|ok| *ok).count();
     if n > 0 {
-        tracing::debug!(planned = n, sent, "dispatch tick");
+        tracing::debug!(planned = n, sent, "dispatch round");
     }
     Ok(sent)
 }
@@ -546,5 +731,39 @@ impl LiveFleet {
         let freed = refresh_index(&mut g, &driver);
         drop(g);
         self.wake_if(freed);
+    }
+}
+
+#[cfg(test)]
+mod area_tests {
+    use super::*;
+
+    fn inside(a: &Area, p: GeoPoint) -> bool {
+        (a.lat_min..=a.lat_max).contains(&p.lat) && (a.lng_min..=a.lng_max).contains(&p.lng)
+    }
+
+    #[test]
+    fn an_area_holds_its_reach_and_not_much_more() {
+        let centre = GeoPoint::new(60.17, 24.94).unwrap();
+        let a = area_around(centre, 16_000.0).unwrap();
+        // Points at the reach in every direction are inside; at twice the reach, outside.
+        for bearing in (0..360).step_by(15) {
+            let b = (bearing as f64).to_radians();
+            let at = |m: f64| {
+                let d = m / lastmile_core::geo::EARTH_RADIUS_M;
+                let lat = centre.lat.to_radians();
+                let lat2 = (lat.sin() * d.cos() + lat.cos() * d.sin() * b.cos()).asin();
+                let lng2 =
+                    centre.lng.to_radians() + (b.sin() * d.sin() * lat.cos()).atan2(d.cos() - lat.sin() * lat2.sin());
+                GeoPoint::new(lat2.to_degrees(), lng2.to_degrees()).unwrap()
+            };
+            assert!(inside(&a, at(15_999.0)), "bearing {bearing}");
+            assert!(!inside(&a, at(40_000.0)), "bearing {bearing}");
+        }
+        // Tampere is not in Helsinki's area.
+        assert!(!inside(&a, GeoPoint::new(61.4978, 23.7610).unwrap()));
+        // Across the antimeridian or near a pole: no box (the whole tenant is read).
+        assert!(area_around(GeoPoint::new(0.0, 179.99).unwrap(), 16_000.0).is_none());
+        assert!(area_around(GeoPoint::new(88.95, 0.0).unwrap(), 16_000.0).is_none());
     }
 }

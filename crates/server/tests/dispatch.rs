@@ -310,7 +310,65 @@ async fn far_future_orders(backend: Backend) {
     s.app.stop().await;
 }
 
+/// A round started by an event reads and matches only the part of the city the event
+/// touched: with orders waiting in two cities, the round for an order in one reads that
+/// city's orders and none of the other's (while the backstop round reads both).
+async fn event_rounds_stay_in_their_zone(backend: Backend) {
+    // The background loop is off: every round here is one the test starts.
+    let s = scene(TestApp::spawn_with(backend, |c| c.dispatch.enabled = false).await).await;
+    let (st, tampere) = s
+        .app
+        .post_json(
+            "/v1/stores",
+            &s.admin,
+            &json!({"name": "Tampere kitchen", "platform": "native", "platform_store_id": "acme-tampere", "webhook_secret": "",
+                    "pickup": {"lat": 61.4978, "lng": 23.7610, "address": "Hämeenkatu 1, Tampere"}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{tampere}");
+    let tampere = tampere["id"].as_str().unwrap();
+    let mut far = Vec::new();
+    for _ in 0..3 {
+        far.push(OrderId(s.app.native_order(&s.jwt, tampere, 61.5000, 23.7700).await["id"].as_str().unwrap().into()));
+    }
+    let near =
+        OrderId(s.app.native_order(&s.jwt, &s.store_id, DROPOFF.0, DROPOFF.1).await["id"].as_str().unwrap().into());
+    let (driver, _, mut ws) = online_driver(&s, "Pekka Lahtinen", (60.1705, 24.9390)).await;
+    let state = &s.app.state;
+    let round = |orders: Vec<OrderId>| {
+        let mut affected = lastmile_server::dispatcher::Affected::default();
+        for o in orders {
+            affected.order(&s.tenant, o);
+        }
+        lastmile_server::dispatcher::match_affected(state, affected)
+    };
+
+    // An event in Tampere reads Tampere's three orders; the only driver is 160 km away.
+    let stats = round(vec![far[0].clone()]).await.unwrap();
+    assert_eq!((stats.orders_read, stats.offers), (3, 0), "{stats:?}");
+    // An event in Helsinki reads Helsinki's one order, not Tampere's, and offers it.
+    let stats = round(vec![near.clone()]).await.unwrap();
+    assert_eq!((stats.orders_read, stats.offers), (1, 1), "{stats:?}");
+    let (offer, _) = ws_until(&mut ws, "offer", WAIT).await;
+    assert_eq!(offer["data"]["order_id"], near.0.as_str());
+    // A driver freed in Helsinki: the round around them reads no Tampere order either.
+    ws_send(&mut ws, json!({"type": "decline", "offer_id": offer["data"]["offer_id"]})).await;
+    ws_until(&mut ws, "declined", WAIT).await;
+    state.fleet.set_busy(&driver, false);
+    let mut freed = lastmile_server::dispatcher::Affected::default();
+    freed.point(&s.tenant, lastmile_core::GeoPoint::new(60.1705, 24.9390).unwrap());
+    let stats = lastmile_server::dispatcher::match_affected(state, freed).await.unwrap();
+    assert_eq!(stats.orders_read, 1, "the declined Helsinki order only: {stats:?}");
+    // The backstop reads every waiting order of the tenant.
+    let all = lastmile_server::dispatcher::match_affected(state, lastmile_server::dispatcher::Affected::everything())
+        .await
+        .unwrap();
+    assert_eq!(all.orders_read, 4, "{all:?}");
+    s.app.stop().await;
+}
+
 on_backends!(
+    event_rounds_read_only_the_affected_zone => event_rounds_stay_in_their_zone,
     far_future_orders_stay_out_of_rounds => far_future_orders,
     end_to_end_offer_accept_pickup_deliver_track => end_to_end,
     cancellation_releases_the_driver_and_tells_them => cancel_releases_and_tells_driver,

@@ -26,6 +26,17 @@ pub struct DispatchCandidate {
     pub attempts: i64,
 }
 
+/// A latitude/longitude box (degrees, bounds included): the part of a city an event-started
+/// matching round reads orders from. `lng_min > lng_max` is not a box across the
+/// antimeridian; callers read the whole tenant there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Area {
+    pub lat_min: f64,
+    pub lat_max: f64,
+    pub lng_min: f64,
+    pub lng_max: f64,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OfferRecord {
     pub id: OfferId,
@@ -311,7 +322,7 @@ impl Db {
     /// for orders that could come due now, so orders scheduled far ahead cost it nothing
     /// (both queries use the `(status, ready_at)` index).
     pub async fn dispatch_candidates_ready_by(&self, limit: i64, ready_by: i64) -> Result<Vec<DispatchCandidate>> {
-        self.candidates_where("", None, limit, ready_by).await
+        self.candidates_where("", None, None, limit, ready_by).await
     }
 
     /// One tenant's orders waiting for a driver, ready at or before `ready_by`, oldest
@@ -324,13 +335,49 @@ impl Db {
         limit: i64,
         ready_by: i64,
     ) -> Result<Vec<DispatchCandidate>> {
-        self.candidates_where(" AND o.tenant_id = $3", Some(tenant), limit, ready_by).await
+        self.candidates_where(" AND o.tenant_id = $3", Some(tenant), None, limit, ready_by).await
+    }
+
+    /// [`Db::dispatch_candidates_for_tenant`] whose store's pickup point lies in `area`: what
+    /// a round started by an event reads, so that its cost follows the affected part of
+    /// the city, not the tenant's whole backlog.
+    pub async fn dispatch_candidates_in_area(
+        &self,
+        tenant: &TenantId,
+        area: Area,
+        limit: i64,
+        ready_by: i64,
+    ) -> Result<Vec<DispatchCandidate>> {
+        let filter = " AND o.tenant_id = $3 AND s.pickup_lat BETWEEN $4 AND $5 AND s.pickup_lng BETWEEN $6 AND $7";
+        self.candidates_where(filter, Some(tenant), Some(area), limit, ready_by).await
+    }
+
+    /// Pickup points `(order, lat, lng)` of a tenant's orders, by id (unknown ids are left
+    /// out): where an event about an order touches the city.
+    pub async fn order_pickups(&self, tenant: &TenantId, orders: &[OrderId]) -> Result<Vec<(OrderId, f64, f64)>> {
+        let mut out = Vec::with_capacity(orders.len());
+        for range in crate::bulk::chunks(orders.len()) {
+            let sql = format!(
+                "SELECT o.id, s.pickup_lat, s.pickup_lng FROM orders o JOIN stores s ON s.id = o.store_id \
+                 WHERE o.tenant_id = $1 AND o.id IN ({})",
+                crate::bulk::list(1, range.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant.as_str());
+            for id in &orders[range] {
+                q = q.bind(id.as_str());
+            }
+            for r in &q.fetch_all(&self.pool).await? {
+                out.push((OrderId(get(r, "id")?), get(r, "pickup_lat")?, get(r, "pickup_lng")?));
+            }
+        }
+        Ok(out)
     }
 
     async fn candidates_where(
         &self,
         filter: &str,
         tenant: Option<&TenantId>,
+        area: Option<Area>,
         limit: i64,
         ready_by: i64,
     ) -> Result<Vec<DispatchCandidate>> {
@@ -342,6 +389,9 @@ impl Db {
         let mut q = sqlx::query(&sql).bind(limit).bind(ready_by);
         if let Some(t) = tenant {
             q = q.bind(t.as_str());
+        }
+        if let Some(a) = area {
+            q = q.bind(a.lat_min).bind(a.lat_max).bind(a.lng_min).bind(a.lng_max);
         }
         let rows = q.fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());

@@ -459,11 +459,20 @@ async fn driver_socket(state: AppState, auth: DriverAuth, socket: WebSocket, mut
     metrics::gauge!("lastmile_driver_sockets").increment(1.0);
     // Wake at once so the backlog after `after` goes out first.
     wake.mark_changed();
+    // The inbox read in flight, if any. It runs alongside the upstream branch: a fix that
+    // arrives while the database answers goes into the live index at once instead of
+    // waiting behind the read (an offer on its way must not delay the driver's GPS).
+    let mut reading: Option<futures::future::BoxFuture<'static, lastmile_storage::Result<Vec<InboxMessage>>>> = None;
     loop {
         tokio::select! {
-            changed = wake.changed() => {
+            changed = wake.changed(), if reading.is_none() => {
                 if changed.is_err() { break; }
-                let msgs = match state.db.inbox_after(&auth.tenant_id, &auth.driver_id, after, PAGE).await {
+                let (db, tenant, driver) = (state.db.clone(), auth.tenant_id.clone(), auth.driver_id.clone());
+                reading = Some(Box::pin(async move { db.inbox_after(&tenant, &driver, after, PAGE).await }));
+            }
+            read = async { reading.as_mut().expect("guarded by the branch condition").await }, if reading.is_some() => {
+                reading = None;
+                let msgs = match read {
                     Ok(m) => m,
                     Err(e) => { tracing::warn!(error = %e, "inbox read failed"); break; }
                 };
