@@ -1,5 +1,6 @@
 //! `lastmile`: the one binary. `serve` runs the server; `migrate` prepares the database;
-//! `admin` manages tenants and console users; `archive` moves finished orders to Parquet; `demo`, `sim` and `bench` drive a server through its public API.
+//! `admin` manages tenants and console users; `archive` moves finished orders to Parquet;
+//! `demo`, `sim` and `bench` drive a server through its public API.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
