@@ -1,5 +1,6 @@
 //! `lastmile`: the one binary. `serve` runs the server; `migrate` prepares the database;
-//! `admin` manages tenants and console users; `demo`, `sim` and `bench` drive a server through its public API.
+//! `admin` manages tenants and console users; `archive` moves finished orders to Parquet;
+//! `demo`, `sim` and `bench` drive a server through its public API.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -27,6 +28,19 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Move finished orders (with items, events and proof) to Parquet files and out of
+    /// the live tables; `archive verify DIR` checks an archive (see docs/operations.md).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Archive {
+        #[command(subcommand)]
+        command: Option<ArchiveCommand>,
+        /// Archive orders that finished before this day (YYYY-MM-DD, UTC; today at the latest).
+        #[arg(long, required = true)]
+        before: Option<String>,
+        /// The archive directory (created if missing; later runs add files beside earlier ones).
+        #[arg(long, required = true)]
+        out: Option<PathBuf>,
     },
     /// Print the effective configuration (secrets redacted).
     Config,
@@ -63,6 +77,13 @@ enum AdminCommand {
     /// Re-seal every stored secret with the configured `secret_key`, opening those sealed
     /// with `previous_secret_key` (see docs/operations.md). Safe while servers run.
     RotateSecretKey,
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Re-read every file of an archive and check it against the manifests; exits non-zero
+    /// on any mismatch, missing or unlisted file. Needs no database.
+    Verify { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +199,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.failed.len()
             );
             Ok(())
+        }
+        Command::Archive { command: Some(ArchiveCommand::Verify { dir }), .. } => {
+            lastmile_server::archive::verify(&dir)
+        }
+        Command::Archive { command: None, before, out } => {
+            let cfg = load()?;
+            lastmile_server::telemetry::init_tracing(cfg.log_format);
+            warn_ignored();
+            let (before, out) = before.zip(out).context("give --before DATE and --out DIR")?;
+            lastmile_server::archive::run(&cfg, &before, &out).await
         }
         Command::Config => {
             let cfg = load()?;

@@ -5,16 +5,8 @@
 #[allow(dead_code)]
 mod common;
 
+use common::run;
 use serde_json::{json, Value};
-
-fn run(cmd: &mut std::process::Command) -> (bool, String, String) {
-    let out = cmd.output().expect("lastmile runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn create_user_prints_a_password_that_signs_in() {

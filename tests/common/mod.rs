@@ -18,6 +18,18 @@ pub fn lastmile(dir: &Path, database_url: &str) -> Command {
     cmd
 }
 
+/// Run a `lastmile` command to its end: (succeeded, stdout, stderr).
+// Not every test binary that shares these helpers runs a command to its end.
+#[allow(dead_code)]
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("lastmile runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A `lastmile serve` child process. Dropping it kills it, so a failing assertion never
 /// leaves a server running.
 pub struct ChildServer {

@@ -7,6 +7,7 @@
 //! (dispatch does); handlers parse, call those crates, and answer.
 
 pub mod admin;
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod catalog;

@@ -12,6 +12,7 @@
 //! TEXT. Where the dialects differ (`FOR UPDATE SKIP LOCKED`, the outbox horizon, migrations)
 //! the code branches on [`Dialect`].
 
+mod archive;
 mod audit;
 mod bind;
 mod bulk;
@@ -45,6 +46,7 @@ mod webhook_endpoints;
 mod write_path_tests;
 mod writer;
 
+pub use archive::{verify_archive, ArchiveReport, ArchivedFile, Manifest, RunState, VerifyReport};
 pub use audit::{AuditEntry, AuditRecord};
 pub use bind::OptF64;
 pub use catalog::*;
