@@ -115,7 +115,14 @@ pub struct DeliveryObservation {
     /// For orders whose readiness Lastmile planned (catalog orders): when it was placed
     /// and how many seconds of prep were planned.
     pub planned: Option<PlannedPrep>,
+    /// When the driver reached the store (their first fix there while holding the order),
+    /// if known: it tells a driver who waited for the food from one who came late.
+    pub arrived_at: Option<i64>,
 }
+
+/// Seconds a driver must spend at the store beyond the handover for the pickup to count
+/// as "the driver waited for the food" (so the kitchen's time is observed exactly).
+pub const WAITED_SLACK_S: f64 = 30.0;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlannedPrep {
@@ -130,12 +137,17 @@ pub struct Lesson {
     pub speed_mps: Option<f64>,
     /// Observed ÷ planned prep for the store.
     pub prep_factor: Option<f64>,
+    /// The driver came after the food may have been ready: `prep_factor` is only an upper
+    /// bound on the kitchen's pace (it teaches only when below the current estimate).
+    pub prep_censored: bool,
 }
 
 /// Read a delivery. The drive is pickup → delivered minus the handover at the door. The
 /// kitchen's time is placed → picked up minus the handling at the store: exact when the
-/// driver waited for the food (readiness dispatch sends drivers to arrive as it is
-/// ready), an overestimate when the driver came late, so it is capped by the policy.
+/// driver waited for the food, but only an upper bound when the driver came late (the
+/// food may have waited for them). With the driver's arrival known, a pickup less than
+/// [`WAITED_SLACK_S`] after arrival plus handling is such a bound (`prep_censored`);
+/// without it the sample is taken as exact and capped by the policy.
 pub fn lesson(model: &EtaModel, policy: &LearningPolicy, obs: &DeliveryObservation) -> Lesson {
     let drive_s = (obs.delivered_at - obs.picked_up_at) as f64 / 1000.0 - model.dropoff_handling_s;
     let speed = (obs.drive_m > 0.0 && drive_s > 0.0).then(|| obs.drive_m / drive_s);
@@ -145,7 +157,9 @@ pub fn lesson(model: &EtaModel, policy: &LearningPolicy, obs: &DeliveryObservati
         (p.planned_prep_s >= 1.0).then(|| observed.max(0.0) / p.planned_prep_s)
     });
     let prep = prep.filter(|f| f.is_finite()).map(|f| f.clamp(policy.min_prep_factor, policy.max_prep_factor));
-    Lesson { speed_mps: speed, prep_factor: prep }
+    let waited_s = obs.arrived_at.map(|a| (obs.picked_up_at - a) as f64 / 1000.0 - model.pickup_handling_s);
+    let prep_censored = prep.is_some() && waited_s.is_some_and(|w| w < WAITED_SLACK_S);
+    Lesson { speed_mps: speed, prep_factor: prep, prep_censored }
 }
 
 /// Every speed estimate one trip updates: its zone at its hour and all day, the city at
@@ -182,10 +196,18 @@ impl LearnedEta {
                 self.speed.insert(k, next);
             }
         }
-        if let Some(f) = lesson.prep_factor {
+        if let Some(f) = self.prep_sample(policy, store, lesson) {
             let next = self.prep.get(store).map_or(Ewma::first(f), |e| e.update(f, policy.alpha));
             self.prep.insert(store.to_owned(), next);
         }
+    }
+
+    /// The prep factor a lesson moves the store's estimate with: an exact one always; an
+    /// upper bound (the driver came late) only when it is below what the store is now
+    /// believed to take — the kitchen was at least that fast — never to push it up.
+    pub fn prep_sample(&self, policy: &LearningPolicy, store: &str, lesson: &Lesson) -> Option<f64> {
+        let f = lesson.prep_factor?;
+        (!lesson.prep_censored || f < self.prep_factor(policy, store)).then_some(f)
     }
 
     /// Driving speed for a trip between two points at an hour: the finest estimate with
@@ -275,6 +297,7 @@ mod tests {
                 placed_at: -((600.0 + m.pickup_handling_s) * 1000.0) as i64,
                 planned_prep_s: 300.0,
             }),
+            arrived_at: None,
         };
         let l = lesson(&m, &LearningPolicy::default(), &obs);
         assert!((l.speed_mps.unwrap() - 2.0).abs() < 1e-9);
@@ -297,9 +320,10 @@ mod tests {
             picked_up_at: 12 * 3_600_000,
             delivered_at: 0,
             planned: None,
+            arrived_at: None,
         };
         for _ in 0..3 {
-            l.learn(&policy, "s", &obs, &Lesson { speed_mps: Some(4.0), prep_factor: Some(1.5) });
+            l.learn(&policy, "s", &obs, &Lesson { speed_mps: Some(4.0), prep_factor: Some(1.5), prep_censored: false });
         }
         assert_eq!(l.speed_mps(&policy, &a, &b, 12), Some(4.0));
         // Another hour in the same zone: the zone's all-day figure.
@@ -309,6 +333,47 @@ mod tests {
         assert_eq!(l.city_speed_mps(&policy, 12), Some(4.0));
         assert_eq!(l.prep_factor(&policy, "s"), 1.5);
         assert_eq!(l.prep_factor(&policy, "other"), 1.0);
+    }
+
+    #[test]
+    fn a_late_driver_only_bounds_the_kitchen_from_above() {
+        let (model, policy) = (EtaModel::default(), LearningPolicy::default());
+        let planned = Some(PlannedPrep { placed_at: 0, planned_prep_s: 600.0 });
+        let handling_ms = (model.pickup_handling_s * 1000.0) as i64;
+        // Picked up 20 min after the order: the kitchen took at most 20 min − handling.
+        let at = 1_200_000 + handling_ms;
+        let obs = DeliveryObservation {
+            pickup: p(60.17, 24.94),
+            dropoff: p(60.18, 24.95),
+            drive_m: 1500.0,
+            picked_up_at: at,
+            delivered_at: at + 400_000,
+            planned,
+            arrived_at: Some(at - handling_ms - 5_000),
+        };
+        let late = lesson(&model, &policy, &obs);
+        assert!(late.prep_censored);
+        assert!((late.prep_factor.unwrap() - 2.0).abs() < 1e-9);
+        // The driver arrived 10 minutes before the pickup: they waited, the sample is exact.
+        let waited = lesson(&model, &policy, &DeliveryObservation { arrived_at: Some(at - 600_000), ..obs });
+        assert!(!waited.prep_censored);
+        // Arrival unknown: taken as exact (the policy caps it).
+        assert!(!lesson(&model, &policy, &DeliveryObservation { arrived_at: None, ..obs }).prep_censored);
+
+        // A late driver's bound above the estimate teaches nothing; one below it does.
+        let mut l = LearnedEta::default();
+        for _ in 0..policy.min_samples {
+            l.learn(&policy, "s", &obs, &waited);
+        }
+        let before = l.prep_factor(&policy, "s");
+        assert!((before - 2.0).abs() < 1e-9);
+        let slow_bound = Lesson { prep_factor: Some(3.0), ..late };
+        assert_eq!(l.prep_sample(&policy, "s", &slow_bound), None);
+        l.learn(&policy, "s", &obs, &slow_bound);
+        assert_eq!(l.prep_factor(&policy, "s"), before);
+        let fast_bound = Lesson { prep_factor: Some(1.2), ..late };
+        l.learn(&policy, "s", &obs, &fast_bound);
+        assert!(l.prep_factor(&policy, "s") < before);
     }
 
     #[test]

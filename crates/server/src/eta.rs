@@ -250,6 +250,9 @@ impl Etas {
     }
 }
 
+/// How near the store a driver's fix must be to count as arriving there.
+const ARRIVED_WITHIN_M: f64 = 100.0;
+
 /// After a pickup: note the moment (server clock), for learning. Best effort — a lost
 /// note costs one lesson, never the pickup.
 pub async fn after_pickup(state: &AppState, order: &Order) {
@@ -279,6 +282,24 @@ async fn learn(state: &AppState, order: &Order) -> anyhow::Result<()> {
     let store = state.db.get_store(&order.tenant_id, &order.store_id).await?;
     let pickup = GeoPoint::new(store.pickup_lat, store.pickup_lng)?;
     let etas = &state.etas;
+    // Did the driver wait for the food, or come late? Their first fix at the store says.
+    let arrived_at = match (&order.driver_id, leg.placed_at) {
+        (Some(driver), Some(placed_at)) => {
+            state
+                .db
+                .arrival_at_store(
+                    &order.tenant_id,
+                    driver,
+                    &order.id,
+                    &pickup,
+                    ARRIVED_WITHIN_M,
+                    placed_at,
+                    picked_up_at,
+                )
+                .await?
+        }
+        _ => None,
+    };
     let obs = DeliveryObservation {
         pickup,
         dropoff,
@@ -289,6 +310,7 @@ async fn learn(state: &AppState, order: &Order) -> anyhow::Result<()> {
             .placed_at
             .zip(leg.planned_prep_s)
             .map(|(placed_at, planned_prep_s)| PlannedPrep { placed_at, planned_prep_s }),
+        arrived_at,
     };
     let l = lesson(&etas.base, &etas.policy, &obs);
     let mut samples = Vec::new();
@@ -296,7 +318,15 @@ async fn learn(state: &AppState, order: &Order) -> anyhow::Result<()> {
         let zone = ZoneCell::of_trip(&pickup, &dropoff);
         samples.extend(speed_keys(zone, hour_of(picked_up_at)).into_iter().map(|k| (EstimateKey::Speed(k), s)));
     }
-    if let Some(f) = l.prep_factor {
+    let prep = {
+        let g = etas.learned.read().unwrap_or_else(|p| p.into_inner());
+        let store = order.store_id.as_str();
+        match g.get(&order.tenant_id) {
+            Some(known) => known.prep_sample(&etas.policy, store, &l),
+            None => LearnedEta::default().prep_sample(&etas.policy, store, &l),
+        }
+    };
+    if let Some(f) = prep {
         samples.push((EstimateKey::Prep(order.store_id.0.clone()), f));
     }
     let Some(now_stand) = state.db.learn_delivery(&order.tenant_id, &order.id, now, samples, etas.policy.alpha).await?
@@ -311,7 +341,7 @@ async fn learn(state: &AppState, order: &Order) -> anyhow::Result<()> {
             EstimateKey::Prep(p) => learned.prep.insert(p, e),
         };
     }
-    tracing::debug!(order = %order.id, speed_mps = l.speed_mps, prep_factor = l.prep_factor, "learned from a delivery");
+    tracing::debug!(order = %order.id, speed_mps = l.speed_mps, prep_factor = prep, censored = l.prep_censored, "learned from a delivery");
     Ok(())
 }
 

@@ -287,6 +287,7 @@ pub fn run(cfg: &SimConfig) -> SimOutcome {
                             placed_at: (o.placed_at * 1000.0) as i64,
                             planned_prep_s: o.planned_prep_s,
                         }),
+                        arrived_at: Some((arrive * 1000.0) as i64),
                     };
                     lessons.push((delivered_at, o.store, obs));
                 }

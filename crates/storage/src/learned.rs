@@ -5,7 +5,7 @@
 use crate::bind::OptF64;
 use crate::{get, Db, Result, StorageError, WriteConn};
 use lastmile_core::learned::{Ewma, SpeedKey, ZoneCell, ALL_HOURS};
-use lastmile_core::{LearnedEta, OrderId, TenantId};
+use lastmile_core::{DriverId, GeoPoint, LearnedEta, OrderId, TenantId};
 use std::collections::HashMap;
 
 /// Which estimate a row holds.
@@ -129,6 +129,40 @@ impl Db {
         .transpose()
     }
 
+    /// When the driver holding `order` first reached the store: their earliest fix tagged
+    /// with the order within `radius_m` of `store` and at or before `until` (the pickup).
+    /// `None` when no such fix was kept (no GPS, or pruned history).
+    pub async fn arrival_at_store(
+        &self,
+        tenant: &TenantId,
+        driver: &DriverId,
+        order: &OrderId,
+        store: &GeoPoint,
+        radius_m: f64,
+        since: i64,
+        until: i64,
+    ) -> Result<Option<i64>> {
+        let dlat = radius_m / 111_320.0;
+        let dlng = dlat / store.lat.to_radians().cos().max(0.01);
+        let row = sqlx::query(
+            "SELECT CAST(MIN(recorded_at) AS BIGINT) AS at FROM location_history \
+             WHERE driver_id = $1 AND recorded_at >= $2 AND recorded_at <= $3 AND tenant_id = $4 AND order_id = $5 \
+             AND lat BETWEEN $6 AND $7 AND lng BETWEEN $8 AND $9",
+        )
+        .bind(driver.as_str())
+        .bind(since)
+        .bind(until)
+        .bind(tenant.as_str())
+        .bind(order.as_str())
+        .bind(store.lat - dlat)
+        .bind(store.lat + dlat)
+        .bind(store.lng - dlng)
+        .bind(store.lng + dlng)
+        .fetch_one(&self.pool)
+        .await?;
+        get(&row, "at")
+    }
+
     /// Mark the order delivered at `at` and fold its samples into the estimates, once:
     /// a delivery already marked teaches nothing again (`None`). Returns the estimates as
     /// they now stand. Concurrent learners on other nodes are caught by the sample count
@@ -228,4 +262,55 @@ async fn learn_in(
         }
     }
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::TestDb;
+    use lastmile_core::{DriverId, GeoPoint, OrderId, TenantId};
+
+    #[tokio::test]
+    async fn arrival_is_the_first_fix_at_the_store_while_holding_the_order() {
+        for t in TestDb::all().await {
+            let db = &t.db;
+            let store = GeoPoint::new(60.17, 24.94).unwrap();
+            // (order, lat, lng, at): far away, then at the store (50 m off) for o1 from 5_000,
+            // another order's fix at the store earlier, a fix there after the pickup.
+            let fixes = [
+                ("o1", 60.20, 24.94, 1_000),
+                ("o2", 60.17, 24.94, 2_000),
+                ("o1", 60.1704, 24.9403, 5_000),
+                ("o1", 60.17, 24.94, 6_000),
+                ("o1", 60.17, 24.94, 99_000),
+            ];
+            for (order, lat, lng, at) in fixes {
+                sqlx::query(
+                    "INSERT INTO location_history (driver_id, tenant_id, order_id, lat, lng, recorded_at) \
+                     VALUES ('d1', 't1', $1, $2, $3, $4)",
+                )
+                .bind(order)
+                .bind(lat)
+                .bind(lng)
+                .bind(at as i64)
+                .execute(db.pool())
+                .await
+                .unwrap();
+            }
+            let (ten, drv) = (TenantId("t1".into()), DriverId("d1".into()));
+            let at = |o: &str, until: i64| {
+                let o = OrderId(o.into());
+                let (ten, drv) = (ten.clone(), drv.clone());
+                async move { db.arrival_at_store(&ten, &drv, &o, &store, 100.0, 0, until).await.unwrap() }
+            };
+            assert_eq!(at("o1", 50_000).await, Some(5_000), "{}", t.backend());
+            assert_eq!(at("o1", 4_000).await, None, "{}: not there before the pickup", t.backend());
+            assert_eq!(at("o3", 50_000).await, None, "{}", t.backend());
+            let other = GeoPoint::new(60.25, 24.94).unwrap();
+            assert_eq!(
+                db.arrival_at_store(&ten, &drv, &OrderId("o1".into()), &other, 100.0, 0, 50_000).await.unwrap(),
+                None
+            );
+            t.cleanup().await;
+        }
+    }
 }
