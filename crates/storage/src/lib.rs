@@ -185,6 +185,8 @@ pub struct Db {
     /// PostgreSQL: whether this connection's role may take the restricted tenant role
     /// (decided once, at the first tenant-scoped read; see `row_security`).
     tenant_role: Arc<tokio::sync::OnceCell<bool>>,
+    /// When cached store records must be read again (see `stores::StoreVersions`).
+    store_versions: Arc<stores::StoreVersions>,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +269,7 @@ impl Db {
             audit: None,
             horizon_wait_ms: opts.outbox_horizon_wait_ms,
             tenant_role: Arc::default(),
+            store_versions: Arc::default(),
         })
     }
 
