@@ -301,6 +301,17 @@ impl Db {
 
     /// Run `job` inside the next group commit. The result is returned only after the
     /// batch's transaction has committed (so an ack sent on it is durable, invariant 1).
+    /// [`Db::write`] for a job that locks no row an intake batch or another such job
+    /// locks in another order; it runs beside intake batches (see `writer::BatchLock`).
+    /// Not audited.
+    pub(crate) async fn write_shared<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteConn) -> futures::future::BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.writer.submit_shared(job).await
+    }
+
     pub async fn write<T, F>(&self, job: F) -> Result<T>
     where
         T: Send + 'static,

@@ -63,6 +63,8 @@ pub(crate) struct IntakeJob {
 
 pub(crate) enum Job {
     Closure(ClosureJob),
+    /// A closure job that may share the batch lock with intake batches (see [`BatchLock`]).
+    SharedClosure(ClosureJob),
     Intake(Box<IntakeJob>),
 }
 
@@ -92,6 +94,25 @@ impl Writer {
     }
 
     pub(crate) async fn submit<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteConn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.submit_as(job, false).await
+    }
+
+    /// [`Writer::submit`] for a job that cannot take part in a cycle of row locks with
+    /// intake batches or with itself (it locks no row they lock, or only in one fixed
+    /// order): it runs under the shared batch lock, beside intake batches.
+    pub(crate) async fn submit_shared<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteConn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.submit_as(job, true).await
+    }
+
+    async fn submit_as<T, F>(&self, job: F, shared: bool) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteConn) -> BoxFuture<'c, Result<T>> + Send + 'static,
@@ -136,7 +157,8 @@ impl Writer {
                 }
             })
         });
-        self.tx.send(Job::Closure(wrapped)).await.map_err(|_| StorageError::WriterStopped)?;
+        let job = if shared { Job::SharedClosure(wrapped) } else { Job::Closure(wrapped) };
+        self.tx.send(job).await.map_err(|_| StorageError::WriterStopped)?;
         orx.await.map_err(|_| StorageError::WriterStopped)?
     }
 
@@ -238,7 +260,8 @@ const MAX_BATCH_ATTEMPTS: u32 = 6;
 /// How a batch holds the batch lock on PostgreSQL.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum BatchLock {
-    /// Intake-only batches: any number at once, on every node. They lock rows in key
+    /// Intake batches (and closure jobs submitted as shared, such as the relay marking
+    /// events published): any number at once, on every node. They lock rows in key
     /// order (see `intake_batch_in`), and if PostgreSQL still aborts one as a deadlock
     /// victim the batch — plain data, not closures — is rolled back and run again.
     Shared,
@@ -314,13 +337,17 @@ enum Restart {
 async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
     let mut intakes = Vec::new();
     let mut closures = Vec::new();
+    let mut lock = BatchLock::Shared;
     for job in batch.drain(..) {
         match job {
             Job::Intake(j) => intakes.push(j),
-            Job::Closure(j) => closures.push(j),
+            Job::SharedClosure(j) => closures.push(j),
+            Job::Closure(j) => {
+                lock = BatchLock::Exclusive;
+                closures.push(j)
+            }
         }
     }
-    let lock = if closures.is_empty() { BatchLock::Shared } else { BatchLock::Exclusive };
     let items: Vec<&IntakeItem> = intakes.iter().map(|j| &j.item).collect();
     let mut attempt = 1;
     let intake_results: Vec<Result<IntakeOutcome>> = loop {
