@@ -139,6 +139,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         cluster,
         workers: supervisor::Workers::default(),
         outage,
+        webhook_stores: Default::default(),
     };
     Ok(App { addr, state, listener })
 }

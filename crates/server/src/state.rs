@@ -37,4 +37,6 @@ pub struct AppState {
     pub workers: crate::supervisor::Workers,
     /// Whether the database is reachable, and the intake spool for when it is not.
     pub outage: crate::spool::Outage,
+    /// Webhook stores with their decrypted secrets (see `routes::webhooks::WebhookStores`).
+    pub webhook_stores: crate::routes::webhooks::WebhookStores,
 }

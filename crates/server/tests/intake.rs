@@ -19,6 +19,8 @@ mod hostile_text;
 mod ordering_api;
 #[path = "intake/outage.rs"]
 mod outage;
+#[path = "intake/store_cache.rs"]
+mod store_cache;
 #[path = "intake/webhooks.rs"]
 mod webhooks;
 

@@ -421,14 +421,16 @@ pub(crate) async fn intake_batch_in(c: &mut WriteConn, items: &[&IntakeItem]) ->
             out[i] = Some(IntakeOutcome { order_id: Some(id), result: IntakeResult::Created });
         }
     }
-    let mut done = Vec::with_capacity(items.len());
-    for (i, slot) in out.into_iter().enumerate() {
-        done.push(match slot {
-            Some(o) => o,
-            None => intake_one_in(c, items[i]).await?,
-        });
+    // The rest one by one in key order (a stable sort: deliveries of one order keep their
+    // order of arrival), so concurrent batches lock the orders they update in one order.
+    let mut rest: Vec<usize> = (0..items.len()).filter(|&i| out[i].is_none()).collect();
+    rest.sort_by_key(|&i| order_key(items[i]));
+    for i in rest {
+        out[i] = Some(intake_one_in(c, items[i]).await?);
     }
-    Ok(done)
+    out.into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| StorageError::Corrupt("a delivery without an outcome".into()))
 }
 
 /// The keys among `items` that already have an order (one query per store and chunk).

@@ -187,6 +187,8 @@ pub struct Db {
     /// PostgreSQL: whether this connection's role may take the restricted tenant role
     /// (decided once, at the first tenant-scoped read; see `row_security`).
     tenant_role: Arc<tokio::sync::OnceCell<bool>>,
+    /// When cached store records must be read again (see `stores::StoreVersions`).
+    store_versions: Arc<stores::StoreVersions>,
 }
 
 #[derive(Debug, Clone)]
@@ -269,6 +271,7 @@ impl Db {
             audit: None,
             horizon_wait_ms: opts.outbox_horizon_wait_ms,
             tenant_role: Arc::default(),
+            store_versions: Arc::default(),
         })
     }
 
@@ -300,6 +303,17 @@ impl Db {
 
     /// Run `job` inside the next group commit. The result is returned only after the
     /// batch's transaction has committed (so an ack sent on it is durable, invariant 1).
+    /// [`Db::write`] for a job that locks no row an intake batch or another such job
+    /// locks in another order; it runs beside intake batches (see `writer::BatchLock`).
+    /// Not audited.
+    pub(crate) async fn write_shared<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteConn) -> futures::future::BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.writer.submit_shared(job).await
+    }
+
     pub async fn write<T, F>(&self, job: F) -> Result<T>
     where
         T: Send + 'static,

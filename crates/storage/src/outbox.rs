@@ -177,7 +177,8 @@ impl Db {
         if seqs.is_empty() {
             return Ok(());
         }
-        self.write(move |c| Box::pin(async move { mark_published_in(c, &seqs).await })).await
+        // Only the relay updates published rows, by seq: it runs beside intake batches.
+        self.write_shared(move |c| Box::pin(async move { mark_published_in(c, &seqs).await })).await
     }
 
     /// Mark every visible event up to and including `seq` as published. Only for a

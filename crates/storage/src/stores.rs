@@ -4,6 +4,32 @@
 use crate::{get, now_ms, Db, Result, StorageError};
 use lastmile_core::{Platform, StoreId, TenantId};
 use sqlx::any::AnyRow;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// How long a change made to the stores table by another node (or process) may go
+/// unnoticed by this one's store caches: at most this long after it commits, the next
+/// [`Db::stores_generation`] call reads the table's signature, sees it moved and
+/// invalidates them. Changes made through this process's own `Db` invalidate at once.
+pub const STORE_CHANGE_BOUND_MS: i64 = 1_000;
+
+/// What caches of store records (the webhook path keeps each store's decrypted secret in
+/// memory) need to know when they may be out of date: a generation that moves whenever
+/// a store may have changed. An entry is valid only while the generation it was read
+/// under is still the current one; read the generation *before* reading the store.
+#[derive(Default)]
+pub(crate) struct StoreVersions {
+    generation: AtomicU64,
+    /// When the signature was last read (ms), so most calls skip the check entirely.
+    checked_at: AtomicI64,
+    /// The stores table's signature as last read; one check at a time.
+    signature: tokio::sync::Mutex<Option<(i64, i64, i64)>>,
+}
+
+impl StoreVersions {
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct StoreRecord {
@@ -80,36 +106,75 @@ async fn identity_free_in(c: &mut crate::WriteConn, s: &StoreRecord) -> Result<(
 }
 
 impl Db {
+    /// The current generation of this process's view of the stores (see [`StoreVersions`]).
+    /// A cached store read under an older generation must be read again. At most every
+    /// [`STORE_CHANGE_BOUND_MS`] one call reads the stores table's signature (count, and
+    /// sums of `updated_at` and `deleted_at`: every create, PATCH, secret change and delete
+    /// moves it) and moves the generation if another node changed a store meanwhile.
+    pub async fn stores_generation(&self) -> Result<u64> {
+        let v = &self.store_versions;
+        if now_ms() - v.checked_at.load(Ordering::Acquire) < STORE_CHANGE_BOUND_MS {
+            return Ok(v.generation.load(Ordering::Acquire));
+        }
+        let mut last = v.signature.lock().await;
+        // Another call may have checked while this one waited.
+        let started = now_ms();
+        if started - v.checked_at.load(Ordering::Acquire) >= STORE_CHANGE_BOUND_MS {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(updated_at % 1000003), 0) AS BIGINT) AS u, \
+                 CAST(COALESCE(SUM(COALESCE(deleted_at, 0) % 1000003), 0) AS BIGINT) AS d FROM stores",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            let now = (get::<i64>(&row, "n")?, get::<i64>(&row, "u")?, get::<i64>(&row, "d")?);
+            if *last != Some(now) {
+                // The first reading moves it too: entries cached before it are unchecked.
+                v.bump();
+                *last = Some(now);
+            }
+            v.checked_at.store(started, Ordering::Release);
+        }
+        Ok(v.generation.load(Ordering::Acquire))
+    }
+
+    /// A store was (or may have been) changed through this process: invalidate at once.
+    fn stores_changed(&self) {
+        self.store_versions.bump();
+    }
+
     #[tracing::instrument(skip_all, fields(tenant = %store.tenant_id))]
     pub async fn create_store(&self, store: StoreRecord) -> Result<StoreRecord> {
         let s = store.clone();
-        self.write(move |c| {
-            Box::pin(async move {
-                identity_free_in(c, &s).await?;
-                sqlx::query(&format!(
+        let done = self
+            .write(move |c| {
+                Box::pin(async move {
+                    identity_free_in(c, &s).await?;
+                    sqlx::query(&format!(
                     "INSERT INTO stores ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
                 ))
-                .bind(s.id.as_str())
-                .bind(s.tenant_id.as_str())
-                .bind(&s.name)
-                .bind(s.platform.as_str())
-                .bind(&s.platform_store_id)
-                .bind(&s.webhook_secret_enc)
-                .bind(&s.api_base_url)
-                .bind(&s.api_credentials_enc)
-                .bind(s.pickup_lat)
-                .bind(s.pickup_lng)
-                .bind(&s.pickup_address)
-                .bind(&s.tier)
-                .bind(s.created_at)
-                .bind(s.updated_at)
-                .execute(&mut *c)
-                .await
-                .map_err(StorageError::from_db)?;
-                Ok(())
+                    .bind(s.id.as_str())
+                    .bind(s.tenant_id.as_str())
+                    .bind(&s.name)
+                    .bind(s.platform.as_str())
+                    .bind(&s.platform_store_id)
+                    .bind(&s.webhook_secret_enc)
+                    .bind(&s.api_base_url)
+                    .bind(&s.api_credentials_enc)
+                    .bind(s.pickup_lat)
+                    .bind(s.pickup_lng)
+                    .bind(&s.pickup_address)
+                    .bind(&s.tier)
+                    .bind(s.created_at)
+                    .bind(s.updated_at)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(StorageError::from_db)?;
+                    Ok(())
+                })
             })
-        })
-        .await?;
+            .await;
+        self.stores_changed();
+        done?;
         Ok(store)
     }
 
@@ -177,10 +242,11 @@ impl Db {
         }
         s.updated_at = now_ms();
         let u = s.clone();
-        self.write(move |c| {
-            Box::pin(async move {
-                identity_free_in(c, &u).await?;
-                let done = sqlx::query(
+        let done = self
+            .write(move |c| {
+                Box::pin(async move {
+                    identity_free_in(c, &u).await?;
+                    let done = sqlx::query(
                     "UPDATE stores SET name = $1, platform_store_id = $2, webhook_secret_enc = $3, api_base_url = $4, \
                      api_credentials_enc = $5, pickup_lat = $6, pickup_lng = $7, pickup_address = $8, tier = $9, \
                      updated_at = $10 WHERE tenant_id = $11 AND id = $12 AND deleted_at IS NULL",
@@ -200,31 +266,37 @@ impl Db {
                 .execute(&mut *c)
                 .await
                 .map_err(StorageError::from_db)?;
-                crate::touched(done)?;
-                Ok(())
+                    crate::touched(done)?;
+                    Ok(())
+                })
             })
-        })
-        .await?;
+            .await;
+        // Whether it committed or not (an unconfirmed commit may have): forget cached copies.
+        self.stores_changed();
+        done?;
         Ok(s)
     }
 
     /// Soft delete: orders keep pointing at the store.
     pub async fn delete_store(&self, tenant: &TenantId, id: &StoreId) -> Result<()> {
         let (t, i) = (tenant.clone(), id.clone());
-        self.write(move |c| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "UPDATE stores SET deleted_at = $1 WHERE tenant_id = $2 AND id = $3 AND deleted_at IS NULL",
-                )
-                .bind(now_ms())
-                .bind(t.as_str())
-                .bind(i.as_str())
-                .execute(&mut *c)
-                .await?;
-                crate::touched(done)?;
-                Ok(())
+        let done = self
+            .write(move |c| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE stores SET deleted_at = $1 WHERE tenant_id = $2 AND id = $3 AND deleted_at IS NULL",
+                    )
+                    .bind(now_ms())
+                    .bind(t.as_str())
+                    .bind(i.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                    crate::touched(done)?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await;
+        self.stores_changed();
+        done
     }
 }

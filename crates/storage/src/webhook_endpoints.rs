@@ -299,7 +299,9 @@ impl Db {
     /// Queue `events` for every enabled endpoint subscribed to them, and mark exactly these
     /// events published, in one commit (see the module notes).
     pub async fn fan_out_and_mark_published(&self, events: Vec<Event>) -> Result<usize> {
-        self.write(move |c| {
+        // New delivery rows and published marks, in event order: no row an intake batch
+        // locks, so this runs beside intake batches (see `writer::BatchLock`).
+        self.write_shared(move |c| {
             Box::pin(async move {
                 let now = now_ms();
                 let rows = sqlx::query(&format!("SELECT {ENDPOINT_COLS} FROM webhook_endpoints WHERE enabled = 1"))

@@ -63,6 +63,8 @@ pub(crate) struct IntakeJob {
 
 pub(crate) enum Job {
     Closure(ClosureJob),
+    /// A closure job that may share the batch lock with intake batches (see [`BatchLock`]).
+    SharedClosure(ClosureJob),
     Intake(Box<IntakeJob>),
 }
 
@@ -92,6 +94,25 @@ impl Writer {
     }
 
     pub(crate) async fn submit<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteConn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.submit_as(job, false).await
+    }
+
+    /// [`Writer::submit`] for a job that cannot take part in a cycle of row locks with
+    /// intake batches or with itself (it locks no row they lock, or only in one fixed
+    /// order): it runs under the shared batch lock, beside intake batches.
+    pub(crate) async fn submit_shared<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteConn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.submit_as(job, true).await
+    }
+
+    async fn submit_as<T, F>(&self, job: F, shared: bool) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteConn) -> BoxFuture<'c, Result<T>> + Send + 'static,
@@ -136,7 +157,8 @@ impl Writer {
                 }
             })
         });
-        self.tx.send(Job::Closure(wrapped)).await.map_err(|_| StorageError::WriterStopped)?;
+        let job = if shared { Job::SharedClosure(wrapped) } else { Job::Closure(wrapped) };
+        self.tx.send(job).await.map_err(|_| StorageError::WriterStopped)?;
         orx.await.map_err(|_| StorageError::WriterStopped)?
     }
 
@@ -228,20 +250,40 @@ fn fail_all(batch: &mut Vec<Job>, why: &Failure) {
     }
 }
 
-/// Run and commit one batch on `c`; returns false if the connection should be replaced.
 /// Arbitrary constant naming the PostgreSQL advisory lock every write batch takes first.
-const BATCH_LOCK_KEY: i64 = 0x6c61_7374_6d69;
+pub(crate) const BATCH_LOCK_KEY: i64 = 0x6c61_7374_6d69;
 
-/// Start a batch's transaction. On PostgreSQL the batch then takes one advisory lock
-/// before any row lock, so batches of this node's writers and of other nodes lock in the
-/// same order. Without it two batches each holding a row the other's next job needs (two
-/// offers to one driver, an order and its driver) deadlock, and PostgreSQL aborts one of
-/// them: its requests fail. This serializes the batches' row work (each batch is still
-/// many jobs, and commits overlap); outbox order does not depend on it (see `outbox`).
-async fn begin(c: &mut WriteConn) -> std::result::Result<(), Failure> {
+/// Most times an intake-only batch is run again after PostgreSQL chose it as a deadlock
+/// victim (40P01) or refused it as a serialization failure (40001).
+const MAX_BATCH_ATTEMPTS: u32 = 6;
+
+/// How a batch holds the batch lock on PostgreSQL.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum BatchLock {
+    /// Intake batches (and closure jobs submitted as shared, such as the relay marking
+    /// events published): any number at once, on every node. They lock rows in key
+    /// order (see `intake_batch_in`), and if PostgreSQL still aborts one as a deadlock
+    /// victim the batch — plain data, not closures — is rolled back and run again.
+    Shared,
+    /// Batches with closure jobs (offers, assignments, status changes, …): one at a time
+    /// in the whole cluster, never beside an intake batch. Closures run once and lock rows
+    /// in whatever order their business needs (two offers to one driver, an order and its
+    /// driver), so they cannot be retried or ordered; this lock keeps them from deadlocking.
+    Exclusive,
+}
+
+/// Start a batch's transaction. On PostgreSQL the batch then takes the batch lock before
+/// any row lock (shared for intake-only batches, exclusive otherwise), so a cycle of row
+/// locks can only form between intake batches, which are retried. Outbox order does not
+/// depend on it (see `outbox`).
+async fn begin(c: &mut WriteConn, lock: BatchLock) -> std::result::Result<(), Failure> {
     exec(c, "BEGIN").await?;
     if c.backend_name() == "PostgreSQL" {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        let sql = match lock {
+            BatchLock::Shared => "SELECT pg_advisory_xact_lock_shared($1)",
+            BatchLock::Exclusive => "SELECT pg_advisory_xact_lock($1)",
+        };
+        sqlx::query(sql)
             .bind(BATCH_LOCK_KEY)
             .execute(&mut *c)
             .await
@@ -250,43 +292,92 @@ async fn begin(c: &mut WriteConn) -> std::result::Result<(), Failure> {
     Ok(())
 }
 
-async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
-    if let Err(why) = begin(c).await {
-        fail_all(batch, &why);
-        return false;
+/// A deadlock victim or serialization failure: nothing of the transaction stays, and
+/// running it again can succeed.
+fn retryable(e: &StorageError) -> bool {
+    match e {
+        StorageError::Db(sqlx::Error::Database(db)) => matches!(db.code().as_deref(), Some("40P01") | Some("40001")),
+        _ => false,
     }
+}
+
+/// The intake jobs of a batch inside the open transaction: all at once, or, if that
+/// fails for another reason than a deadlock, one by one in savepoints (in a restarted
+/// transaction). `Err` means the transaction is aborted and the caller should start over
+/// (a deadlock or serialization failure) or give up (`Failure`).
+async fn run_intakes(
+    c: &mut WriteConn,
+    items: &[&IntakeItem],
+    lock: BatchLock,
+) -> std::result::Result<Vec<Result<IntakeOutcome>>, Restart> {
+    match intake_batch_in(c, items).await {
+        Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
+        Err(e) if retryable(&e) => return Err(Restart::Retry(e)),
+        Err(e) => tracing::debug!(error = %e, jobs = items.len(), "batched intake failed; retrying job by job"),
+    }
+    // Nothing else ran in this transaction yet: start over, one job at a time.
+    exec(c, "ROLLBACK").await.map_err(Restart::Fail)?;
+    begin(c, lock).await.map_err(Restart::Fail)?;
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        match isolated_intake(c, item).await {
+            Err(e) if retryable(&e) => return Err(Restart::Retry(e)),
+            r => results.push(r),
+        }
+    }
+    Ok(results)
+}
+
+enum Restart {
+    Retry(StorageError),
+    Fail(Failure),
+}
+
+/// Run and commit one batch on `c`; returns false if the connection should be replaced.
+async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
     let mut intakes = Vec::new();
     let mut closures = Vec::new();
+    let mut lock = BatchLock::Shared;
     for job in batch.drain(..) {
         match job {
             Job::Intake(j) => intakes.push(j),
-            Job::Closure(j) => closures.push(j),
-        }
-    }
-    let mut intake_results: Vec<Result<IntakeOutcome>> = Vec::with_capacity(intakes.len());
-    if !intakes.is_empty() {
-        let items: Vec<&IntakeItem> = intakes.iter().map(|j| &j.item).collect();
-        match intake_batch_in(c, &items).await {
-            Ok(outcomes) => intake_results.extend(outcomes.into_iter().map(Ok)),
-            Err(e) => {
-                // Nothing else ran in this transaction yet: start over, one job at a time.
-                tracing::debug!(error = %e, jobs = items.len(), "batched intake failed; retrying job by job");
-                let restarted = match exec(c, "ROLLBACK").await {
-                    Ok(()) => begin(c).await,
-                    Err(why) => Err(why),
-                };
-                if let Err(why) = restarted {
-                    batch.extend(intakes.into_iter().map(Job::Intake));
-                    batch.extend(closures.into_iter().map(Job::Closure));
-                    fail_all(batch, &why);
-                    return false;
-                }
-                for item in &items {
-                    intake_results.push(isolated_intake(c, item).await);
-                }
+            Job::SharedClosure(j) => closures.push(j),
+            Job::Closure(j) => {
+                lock = BatchLock::Exclusive;
+                closures.push(j)
             }
         }
     }
+    let items: Vec<&IntakeItem> = intakes.iter().map(|j| &j.item).collect();
+    let mut attempt = 1;
+    let intake_results: Vec<Result<IntakeOutcome>> = loop {
+        let started = match begin(c, lock).await {
+            Ok(()) if items.is_empty() => Ok(Vec::new()),
+            Ok(()) => run_intakes(c, &items, lock).await,
+            Err(why) => Err(Restart::Fail(why)),
+        };
+        match started {
+            Ok(results) => break results,
+            Err(Restart::Retry(e)) if attempt < MAX_BATCH_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, jobs = items.len(), "intake batch aborted by the database; running it again");
+                if let Err(why) = exec(c, "ROLLBACK").await {
+                    return give_up(batch, intakes, closures, &why);
+                }
+                attempt += 1;
+                // Let the batch that won the deadlock commit before trying again.
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt) * 2 + jitter)).await;
+            }
+            Err(Restart::Retry(e)) => {
+                let _ = exec(c, "ROLLBACK").await;
+                let why = Failure { msg: format!("intake batch aborted {attempt} times: {e}"), unavailable: false };
+                // The connection is fine: keep it.
+                give_up(batch, intakes, closures, &why);
+                return true;
+            }
+            Err(Restart::Fail(why)) => return give_up(batch, intakes, closures, &why),
+        }
+    };
     // A closure job alone in its transaction needs no savepoint: if it fails, the
     // transaction is rolled back instead of committed.
     let alone = closures.len() == 1 && intakes.is_empty();
@@ -316,6 +407,16 @@ async fn commit_batch(c: &mut WriteConn, batch: &mut Vec<Job>) -> bool {
         let _ = j.reply.send(reply);
     }
     outcome.is_ok()
+}
+
+/// Answer every job of a batch that could not run; returns false (replace the connection).
+/// (The intake jobs stay in the boxes they came through the channel in.)
+#[allow(clippy::vec_box)]
+fn give_up(batch: &mut Vec<Job>, intakes: Vec<Box<IntakeJob>>, closures: Vec<ClosureJob>, why: &Failure) -> bool {
+    batch.extend(intakes.into_iter().map(Job::Intake));
+    batch.extend(closures.into_iter().map(Job::Closure));
+    fail_all(batch, why);
+    false
 }
 
 /// One intake job in its own SAVEPOINT (the retry of a failed batch).

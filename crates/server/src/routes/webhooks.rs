@@ -19,6 +19,8 @@ use lastmile_storage::{
 };
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
@@ -134,6 +136,110 @@ struct StoreKey {
     custom_header: Option<(String, String)>,
 }
 
+/// This node's webhook stores with their decrypted secrets, so a delivery costs neither a
+/// store read nor a decryption. An entry is used only while the storage's
+/// `stores_generation` is the one it was read under: a store created, changed (a new
+/// webhook secret, another shop identity) or deleted through this node invalidates every
+/// entry at once; through another node, within `STORE_CHANGE_BOUND_MS` (one second).
+/// Re-sealing secrets under a new at-rest key (`rotate-secret-key`) leaves the secrets
+/// themselves as they were, so it needs no invalidation. Lookups that miss go through
+/// the database (or, during an outage, the spool's own cache) exactly as before.
+#[derive(Clone, Default)]
+pub struct WebhookStores {
+    by_id: Arc<Mutex<HashMap<String, CachedStore>>>,
+    by_identity: Arc<Mutex<HashMap<(Platform, String), CachedIdentity>>>,
+}
+
+/// The stores under one platform identity, and the generation they were read under.
+type CachedIdentity = (u64, Vec<Keyed>);
+
+/// A store with its verification key.
+type Keyed = (StoreRecord, Arc<StoreKey>);
+
+struct CachedStore {
+    generation: u64,
+    store: StoreRecord,
+    key: Arc<StoreKey>,
+}
+
+/// Entries kept before the cache is emptied (one per store sending webhooks to this node).
+const MAX_CACHED_STORES: usize = 100_000;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WebhookStores {
+    fn get(&self, id: &str, generation: u64) -> Option<Keyed> {
+        let map = lock(&self.by_id);
+        let hit = map.get(id).filter(|c| c.generation == generation)?;
+        Some((hit.store.clone(), hit.key.clone()))
+    }
+
+    fn put(&self, generation: u64, store: &StoreRecord, key: &Arc<StoreKey>) {
+        let mut map = lock(&self.by_id);
+        if map.len() >= MAX_CACHED_STORES {
+            map.retain(|_, c| c.generation == generation);
+            if map.len() >= MAX_CACHED_STORES {
+                map.clear();
+            }
+        }
+        map.insert(store.id.0.clone(), CachedStore { generation, store: store.clone(), key: key.clone() });
+    }
+
+    fn get_identity(&self, key: &(Platform, String), generation: u64) -> Option<Vec<Keyed>> {
+        lock(&self.by_identity).get(key).filter(|(g, _)| *g == generation).map(|(_, v)| v.clone())
+    }
+
+    fn put_identity(&self, generation: u64, key: (Platform, String), stores: Vec<Keyed>) {
+        let mut map = lock(&self.by_identity);
+        if map.len() >= MAX_CACHED_STORES {
+            map.clear();
+        }
+        map.insert(key, (generation, stores));
+    }
+}
+
+/// The store a webhook names, with its key: from this node's cache when it is current,
+/// else read (and decrypted) and cached. `None` when there is no such live store.
+async fn webhook_store(state: &AppState, id: &StoreId) -> ApiResult<Option<Keyed>> {
+    // Read before the store, so a change committed meanwhile leaves this entry stale.
+    let generation = state.db.stores_generation().await.ok();
+    if let Some(hit) = generation.and_then(|g| state.webhook_stores.get(id.as_str(), g)) {
+        return Ok(Some(hit));
+    }
+    let store = match state.outage.store(&state.db, id).await {
+        Ok(s) => s,
+        Err(StorageError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let key = Arc::new(store_key(state, &store)?);
+    if let Some(g) = generation {
+        state.webhook_stores.put(g, &store, &key);
+    }
+    Ok(Some((store, key)))
+}
+
+/// The live stores registered under a platform identity, with their keys (cached like
+/// [`webhook_store`]).
+async fn identity_stores(state: &AppState, platform: Platform, identity: &str) -> ApiResult<Vec<Keyed>> {
+    let generation = state.db.stores_generation().await.ok();
+    let key = (platform, identity.to_owned());
+    if let Some(hit) = generation.and_then(|g| state.webhook_stores.get_identity(&key, g)) {
+        return Ok(hit);
+    }
+    let stores = state.outage.stores_by_identity(&state.db, platform, identity).await?;
+    let mut keyed = Vec::with_capacity(stores.len());
+    for store in stores {
+        let k = Arc::new(store_key(state, &store)?);
+        keyed.push((store, k));
+    }
+    if let Some(g) = generation {
+        state.webhook_stores.put_identity(g, key, keyed.clone());
+    }
+    Ok(keyed)
+}
+
 fn store_key(state: &AppState, store: &StoreRecord) -> ApiResult<StoreKey> {
     let secret = state.keys.decrypt_string(&store.webhook_secret_enc)?;
     let custom_header = store_credentials(state, store)?.and_then(|c| c.custom_auth_header).map(|h| (h.name, h.value));
@@ -162,18 +268,14 @@ pub async fn platform_webhook(
     body: Bytes,
 ) -> ApiResult<Response> {
     let platform: Platform = platform.parse().map_err(|_| ApiError::not_found("platform"))?;
-    let store = match state.outage.store(&state.db, &StoreId(store_id)).await {
-        Ok(s) if s.platform == platform => s,
-        Ok(_) | Err(lastmile_storage::StorageError::NotFound) => {
-            return Err(ApiError::not_found("store").with_code("store_not_found"))
-        }
-        Err(e) => return Err(e.into()),
+    let (store, key) = match webhook_store(&state, &StoreId(store_id)).await? {
+        Some((s, k)) if s.platform == platform => (s, k),
+        _ => return Err(ApiError::not_found("store").with_code("store_not_found")),
     };
     let pairs = header_pairs(&headers);
     if platform == Platform::Woocommerce && lastmile_ingest::is_woocommerce_ping(&pairs, &body) {
         return Ok(Answer::result(platform, None, "ignored").into_response());
     }
-    let key = store_key(&state, &store)?;
     verify_with(platform, &pairs, &body, &key).map_err(|e| ingest_error(&e))?;
     // Only authenticated deliveries spend the store's budget: anyone who learns a store id
     // could otherwise starve it with unsigned garbage.
@@ -197,13 +299,12 @@ pub async fn import_orders(State(state): State<AppState>, headers: HeaderMap, bo
     let identity = lastmile_ingest::store_identity(platform, &pairs, &body)
         .ok_or_else(|| ApiError::bad_request("missing_store_identity", "the request does not name its store"))?;
     let identity = crate::routes::admin::normalize_identity(platform, &identity);
-    let candidates = state.outage.stores_by_identity(&state.db, platform, &identity).await?;
+    let candidates = identity_stores(&state, platform, &identity).await?;
     // An unknown identity answers exactly like a bad signature: this endpoint must not
     // tell a stranger which shops are registered here.
     let mut last_err = IngestError::InvalidSignature;
-    for store in &candidates {
-        let key = store_key(&state, store)?;
-        match verify_with(platform, &pairs, &body, &key) {
+    for (store, key) in &candidates {
+        match verify_with(platform, &pairs, &body, key) {
             Ok(()) => {
                 let _permit = state.limits.enter_store(store.id.as_str()).await?;
                 return process_verified(
