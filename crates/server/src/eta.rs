@@ -293,8 +293,7 @@ async fn learn(state: &AppState, order: &Order) -> anyhow::Result<()> {
                     &order.id,
                     &pickup,
                     ARRIVED_WITHIN_M,
-                    placed_at,
-                    picked_up_at,
+                    placed_at..=picked_up_at,
                 )
                 .await?
         }

@@ -130,7 +130,7 @@ impl Db {
     }
 
     /// When the driver holding `order` first reached the store: their earliest fix tagged
-    /// with the order within `radius_m` of `store` and at or before `until` (the pickup).
+    /// with the order within `radius_m` of `store` inside `window` (placed ..= picked up).
     /// `None` when no such fix was kept (no GPS, or pruned history).
     pub async fn arrival_at_store(
         &self,
@@ -139,9 +139,9 @@ impl Db {
         order: &OrderId,
         store: &GeoPoint,
         radius_m: f64,
-        since: i64,
-        until: i64,
+        window: std::ops::RangeInclusive<i64>,
     ) -> Result<Option<i64>> {
+        let (since, until) = (*window.start(), *window.end());
         let dlat = radius_m / 111_320.0;
         let dlng = dlat / store.lat.to_radians().cos().max(0.01);
         let row = sqlx::query(
@@ -300,14 +300,14 @@ mod tests {
             let at = |o: &str, until: i64| {
                 let o = OrderId(o.into());
                 let (ten, drv) = (ten.clone(), drv.clone());
-                async move { db.arrival_at_store(&ten, &drv, &o, &store, 100.0, 0, until).await.unwrap() }
+                async move { db.arrival_at_store(&ten, &drv, &o, &store, 100.0, 0..=until).await.unwrap() }
             };
             assert_eq!(at("o1", 50_000).await, Some(5_000), "{}", t.backend());
             assert_eq!(at("o1", 4_000).await, None, "{}: not there before the pickup", t.backend());
             assert_eq!(at("o3", 50_000).await, None, "{}", t.backend());
             let other = GeoPoint::new(60.25, 24.94).unwrap();
             assert_eq!(
-                db.arrival_at_store(&ten, &drv, &OrderId("o1".into()), &other, 100.0, 0, 50_000).await.unwrap(),
+                db.arrival_at_store(&ten, &drv, &OrderId("o1".into()), &other, 100.0, 0..=50_000).await.unwrap(),
                 None
             );
             t.cleanup().await;
