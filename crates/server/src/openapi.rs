@@ -22,7 +22,7 @@ use utoipa::{Modify, OpenApi};
         ops::integrations, ops::list_dead_letters, ops::replay_one, ops::bulk_replay,
         console::login, console::logout, console::current_session, console::create_user_route, console::list_users, console::disable_user, console::driver_login_code, console::photo, console::order_photos, console::customer_choices, console::stats, events::events, map::config, map::roads, driver_app::login, driver_app::me, driver_app::upload_photo, track_choice::cancel, track_choice::keep_waiting,
         order_ops::assign, order_ops::unassign, order_ops::events,
-        catalog::put_menu, catalog::patch_item, catalog::list_stores, catalog::get_menu, catalog::search, catalog::order_payments,
+        catalog::put_menu, catalog::patch_item, catalog::list_stores, catalog::get_menu, catalog::search, catalog::order_payments, catalog::learned_etas,
         geocode::geocode,
         webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::read, webhook_endpoints::update, webhook_endpoints::remove, webhook_endpoints::rotate_secret, webhook_endpoints::deliveries,
         keys::create_admin_key, keys::list_admin_keys, keys::revoke_admin_key, keys::audit_log,

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/catalog/stores/{id}/menu", get(get_menu))
         .route("/v1/catalog/search", get(search))
         .route("/v1/orders/{id}/payments", get(order_payments))
+        .route("/v1/eta/learned", get(learned_etas))
 }
 
 const DEFAULT_RADIUS_M: f64 = 5_000.0;
@@ -635,4 +636,68 @@ pub struct PaymentView {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct PaymentList {
     pub payments: Vec<PaymentView>,
+}
+
+/// One kitchen's learned pace.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LearnedPrep {
+    pub store_id: String,
+    /// Observed ÷ planned prep time (2.0: the kitchen takes twice the menu's time).
+    pub factor: f64,
+    pub samples: i64,
+    /// Whether ETAs use it yet (it has `eta.min_samples` deliveries).
+    pub in_use: bool,
+}
+
+/// One learned driving speed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LearnedSpeed {
+    /// The zone (`row:col` of the ~1 km grid), or null for the whole city.
+    pub zone: Option<String>,
+    /// The UTC hour of day, or null for all day.
+    pub hour: Option<u8>,
+    /// Metres per second, in the model's metres (road metres where a road graph is configured).
+    pub speed_mps: f64,
+    pub samples: i64,
+    pub in_use: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LearnedEtas {
+    /// Whether learning is on (`eta.learning`).
+    pub learning: bool,
+    pub prep: Vec<LearnedPrep>,
+    pub speed: Vec<LearnedSpeed>,
+}
+
+#[utoipa::path(get, path = "/v1/eta/learned", tag = "catalog",
+    responses((status = 200, description = "What the ETA model learned for this tenant: each kitchen's prep factor, driving speed per zone and hour", body = LearnedEtas)),
+    security(("admin_key" = [])))]
+pub async fn learned_etas(State(state): State<AppState>, auth: AdminAuth) -> Json<LearnedEtas> {
+    let known = crate::eta::snapshot(&state, &auth.tenant_id);
+    let min = state.cfg.eta.min_samples;
+    let mut prep: Vec<LearnedPrep> = known
+        .prep
+        .iter()
+        .map(|(store, e)| LearnedPrep {
+            store_id: store.clone(),
+            factor: e.mean,
+            samples: e.samples,
+            in_use: e.samples >= min,
+        })
+        .collect();
+    prep.sort_by(|a, b| a.store_id.cmp(&b.store_id));
+    let mut speed: Vec<LearnedSpeed> = known
+        .speed
+        .iter()
+        .map(|(k, e)| LearnedSpeed {
+            zone: k.zone.map(|z| z.key()),
+            hour: (k.hour != lastmile_core::learned::ALL_HOURS).then_some(k.hour),
+            speed_mps: e.mean,
+            samples: e.samples,
+            in_use: e.samples >= min,
+        })
+        .collect();
+    speed.sort_by(|a, b| (&a.zone, a.hour).cmp(&(&b.zone, b.hour)));
+    Json(LearnedEtas { learning: state.cfg.eta.learning, prep, speed })
 }

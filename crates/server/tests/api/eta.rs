@@ -91,6 +91,20 @@ async fn learns(backend: Backend) {
     let after = catalog_eta_s(&app, &jwt).await;
     assert!((after - expected).abs() < 0.03 * expected, "eta_s {before} → {after}, expected ≈ {expected}");
 
+    // What was learned is on show to the tenant's admins: this kitchen at twice its menu's
+    // time, and the city's speed at the slower pace.
+    let (s, learned) = app.get_json("/v1/eta/learned", &admin).await;
+    assert_eq!(s, 200, "{learned}");
+    let prep = &learned["prep"][0];
+    assert_eq!(prep["store_id"], store.as_str(), "{learned}");
+    assert!((prep["factor"].as_f64().unwrap() - 2.0).abs() < 0.05, "{learned}");
+    assert_eq!((prep["samples"].as_i64(), prep["in_use"].as_bool()), (Some(6), Some(true)), "{learned}");
+    let city = learned["speed"].as_array().unwrap().iter().find(|e| e["zone"].is_null() && e["hour"].is_null());
+    let city = city.unwrap_or_else(|| panic!("no city-wide speed: {learned}"));
+    assert!((city["speed_mps"].as_f64().unwrap() - SLOW_MPS).abs() < 0.05 * SLOW_MPS, "{learned}");
+    let (s, _) = app.get_json("/v1/eta/learned", &jwt).await;
+    assert_eq!(s, 401, "an API client is not an admin");
+
     // A new order's readiness follows the kitchen's learned pace (no other order in prep).
     let (s, next) = order(&app, &jwt, &body).await;
     assert_eq!(s, 201, "{next}");
